@@ -1,0 +1,1 @@
+"""aptune: Adaptive Pruning and Tuning of pretrained language models."""
