@@ -1,0 +1,136 @@
+"""What aptune needs to know about a model family, in one interface.
+
+A `ModelFamily` names the modules of one transformers architecture: where heads, neurons and the
+hidden dimension live, which linears read or write the hidden dimension, where adapters go, and how
+to update module attributes and the config after physical pruning. Everything else in aptune works
+on these answers and never on module names.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..search import BlockInventory
+
+
+@dataclass
+class LayerSites:
+    """The prunable modules of one transformer layer (plain or adapted linears)."""
+
+    q: nn.Module
+    k: nn.Module
+    v: nn.Module
+    o: nn.Module
+    ffn_in: list[nn.Module]
+    ffn_out: nn.Module
+    attention: nn.Module
+
+
+@dataclass
+class AdapterSlot:
+    """A linear layer that can receive an adapter: `getattr(parent, attr)`."""
+
+    name: str
+    parent: nn.Module
+    attr: str
+
+
+class ModelFamily(ABC):
+    """Module-name knowledge of one architecture family."""
+
+    name: str = ""
+    model_types: tuple[str, ...] = ()
+
+    def supports(self, model: nn.Module) -> bool:
+        """True when this family knows `model`'s architecture."""
+        return getattr(getattr(model, "config", None), "model_type", None) in self.model_types
+
+    @abstractmethod
+    def num_layers(self, model: nn.Module) -> int:
+        """Number of transformer layers."""
+
+    @abstractmethod
+    def head_dim(self, model: nn.Module) -> int:
+        """Size of one attention head (never changed by pruning)."""
+
+    @abstractmethod
+    def layer_sites(self, model: nn.Module, layer: int) -> LayerSites:
+        """The prunable modules of `layer`."""
+
+    @abstractmethod
+    def residual_norms(self, model: nn.Module) -> list[nn.Module]:
+        """Norms whose outputs are the residual stream (hidden-mask sites), embedding norm first."""
+
+    @abstractmethod
+    def hidden_embeddings(self, model: nn.Module) -> list[nn.Embedding]:
+        """Embeddings whose vectors live in the hidden dimension."""
+
+    @abstractmethod
+    def hidden_readers(self, model: nn.Module) -> list[nn.Module]:
+        """Linears whose input is the hidden dimension (sliced by columns)."""
+
+    @abstractmethod
+    def hidden_writers(self, model: nn.Module) -> list[nn.Module]:
+        """Linears whose output is the hidden dimension (sliced by rows)."""
+
+    @abstractmethod
+    def set_layer_heads(self, model: nn.Module, layer: int, heads: int) -> None:
+        """Update the attention module's head-count attributes after heads were removed."""
+
+    @abstractmethod
+    def update_config(self, model: nn.Module, inventory: BlockInventory) -> None:
+        """Record the new shapes in `model.config` after physical pruning."""
+
+    @abstractmethod
+    def adapter_slots(self, model: nn.Module, mha: list[str], ffn: list[str]) -> list[AdapterSlot]:
+        """Linears named by the config's `mha_components` / `ffn_components`, in every layer."""
+
+    @abstractmethod
+    def task_head(self, model: nn.Module) -> list[nn.Module]:
+        """Task-specific modules trained in full (classifier); empty for a bare backbone."""
+
+    def ffn_neuron_cost(self) -> int:
+        """Parameters per FFN neuron per hidden dim (2 for up/down, 3 for gated)."""
+        return 2
+
+    def inventory(self, model: nn.Module) -> BlockInventory:
+        """Current prunable blocks of `model`, read from its modules."""
+        head_dim = self.head_dim(model)
+        heads, neurons = [], []
+        for layer in range(self.num_layers(model)):
+            sites = self.layer_sites(model, layer)
+            heads.append(sites.o.in_features // head_dim)
+            neurons.append(sites.ffn_out.in_features)
+        hidden = self.hidden_embeddings(model)[0].embedding_dim
+        return BlockInventory(
+            heads=tuple(heads),
+            neurons=tuple(neurons),
+            hidden=hidden,
+            head_cost=4 * head_dim,
+            neuron_cost=self.ffn_neuron_cost(),
+        )
+
+
+_FAMILIES: list[ModelFamily] = []
+
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    """Make `family` available to `family_for`."""
+    _FAMILIES.append(family)
+    return family
+
+
+def family_for(model: nn.Module) -> ModelFamily:
+    """The family that knows `model`, or a ValueError listing the supported model types."""
+    for family in _FAMILIES:
+        if family.supports(model):
+            return family
+    supported = sorted(t for f in _FAMILIES for t in f.model_types)
+    model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    raise ValueError(
+        f"unsupported model type {model_type!r}: aptune supports {', '.join(supported)}. "
+        "Pick a model of one of these types."
+    )

@@ -1,0 +1,161 @@
+"""The pruning controller: masks + salience + search + physical shrinking for one model.
+
+`Pruner` installs the mask hooks with a salience collector as their observer and turns a window of
+observed activations and gradients into target masks for a retain ratio (`replan`), decays the masks
+(`decay`), and physically removes blocks whose masks reached hard 0 (`shrink`). The training loop
+drives it; it can also be used for one-shot pruning from calibration batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .adapter import effective_weight
+from .families import ModelFamily, family_for
+from .masks import MaskState, install_masks
+from .salience import AllReduce, SalienceCollector, SalienceEMA, add_outlier_terms, block_scores
+from .search import BlockScores, MaskPlan, plan_masks
+from .shrink import shrink_model, slice_optimizer_state
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """The subset of `PruningConfig` the controller needs (see config.py for each option)."""
+
+    use_kurtosis: bool = True
+    kurtosis_weight: float = 1.0
+    momentum_salience: float = 0.9
+    mask_decay_rate: float = 0.01
+    align: int = 8
+    min_heads_per_layer: int = 1
+    min_neurons_per_layer: int = 1
+    prune_hidden: bool = True
+    uniform_layers: bool = False
+
+    @classmethod
+    def from_config(cls, cfg) -> PruneOptions:
+        """Build from a `PruningConfig` (kurtosis on only for the outlier-aware salience)."""
+        return cls(
+            use_kurtosis=cfg.kurtosis_enabled,
+            kurtosis_weight=cfg.kurtosis_weight,
+            momentum_salience=cfg.momentum_salience,
+            mask_decay_rate=cfg.mask_decay_rate,
+            align=cfg.align,
+            min_heads_per_layer=cfg.min_heads_per_layer,
+            min_neurons_per_layer=cfg.min_neurons_per_layer,
+            prune_hidden=cfg.prune_hidden,
+            uniform_layers=cfg.uniform_layers,
+        )
+
+
+class Pruner:
+    """Structured pruning state of one model.
+
+    Args:
+        model: a model of a supported family (adapters, if any, already attached).
+        options: pruning options.
+        allreduce: sums salience statistics across processes (data-parallel runs).
+    """
+
+    def __init__(self, model: nn.Module, options: PruneOptions, allreduce: AllReduce | None = None):
+        self.model = model
+        self.options = options
+        self.family: ModelFamily = family_for(model)
+        inventory = self.family.inventory(model)
+        self.initial_params = inventory.prunable_params()
+        device = next(model.parameters()).device
+        self.masks = MaskState.ones(list(inventory.heads), list(inventory.neurons), inventory.hidden, device)
+        self.hooks = install_masks(model, self.family, self.masks)
+        self.collector = SalienceCollector(allreduce=allreduce)
+        self.hooks.observer = self.collector
+        self.ema = SalienceEMA(beta=options.momentum_salience)
+
+    def inventory(self):
+        """The model's current block inventory."""
+        return self.family.inventory(self.model)
+
+    def prunable_params(self) -> int:
+        """Prunable parameters the model holds now (physically)."""
+        return self.inventory().prunable_params()
+
+    def masked_params(self) -> int:
+        """Prunable parameters of the blocks whose mask is not zero (the effective model size)."""
+        heads = [int((m > 0).sum()) for m in self.masks.heads]
+        neurons = [int((m > 0).sum()) for m in self.masks.neurons]
+        return self.inventory().prunable_params(heads, neurons, int((self.masks.hidden > 0).sum()))
+
+    def window_scores(self) -> BlockScores:
+        """Fold the salience window into the moving average, start a new window, return the average."""
+        totals = self.collector.totals()
+        inv = self.inventory()
+        head_dim = self.family.head_dim(self.model)
+        scores = block_scores(totals, inv.heads, inv.neurons, inv.hidden, head_dim)
+        if self.options.use_kurtosis and self.options.kurtosis_weight > 0:
+            sites = [self.family.layer_sites(self.model, i) for i in range(inv.num_layers)]
+            scores = add_outlier_terms(
+                scores,
+                totals,
+                [effective_weight(s.o) for s in sites],
+                [effective_weight(s.ffn_out) for s in sites],
+                head_dim,
+                self.options.kurtosis_weight,
+            )
+        self.collector.reset()
+        return self.ema.update(scores)
+
+    def plan(self, retain_ratio: float) -> MaskPlan:
+        """Best plan under `retain_ratio * initial prunable params`, from the current average scores."""
+        if self.ema.value is None:
+            raise RuntimeError("no salience yet: run forward/backward passes, then window_scores()")
+        o = self.options
+        return plan_masks(
+            self.inventory(),
+            self.ema.value,
+            int(retain_ratio * self.initial_params),
+            align=o.align,
+            min_heads=o.min_heads_per_layer,
+            min_neurons=o.min_neurons_per_layer,
+            prune_hidden=o.prune_hidden,
+            uniform_layers=o.uniform_layers,
+        )
+
+    def replan(self, retain_ratio: float) -> MaskPlan:
+        """Score the window, plan for `retain_ratio`, and make the plan the masks' new targets."""
+        self.window_scores()
+        plan = self.plan(retain_ratio)
+        self.masks.set_targets(plan)
+        return plan
+
+    def decay(self) -> None:
+        """Move every mask one step toward its target."""
+        self.masks.step(self.options.mask_decay_rate)
+
+    def shrink(self, optimizer: torch.optim.Optimizer | None = None) -> bool:
+        """Physically remove blocks whose mask and target are both 0; returns True if anything was cut."""
+        plan = self.masks.hard_zero_plan()
+        nothing = all(bool(k.all()) for k in [*plan.heads, *plan.neurons, plan.hidden])
+        if nothing:
+            return False
+        records = shrink_model(self.model, plan, self.family)
+        if optimizer is not None:
+            slice_optimizer_state(optimizer, records)
+        self.masks.keep(plan)
+        self.ema.keep(plan)
+        return True
+
+    def finalize(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Make the targets hard, remove their blocks, and take the hooks off the model."""
+        self.masks.set_hard(self._target_plan())
+        self.shrink(optimizer)
+        self.hooks.remove()
+
+    def _target_plan(self) -> MaskPlan:
+        return MaskPlan(
+            heads=[t > 0.5 for t in self.masks.heads_target],
+            neurons=[t > 0.5 for t in self.masks.neurons_target],
+            hidden=self.masks.hidden_target > 0.5,
+            params=-1,
+        )

@@ -1,0 +1,345 @@
+"""Mask search: block inventory + salience scores + parameter budget -> target keep-masks.
+
+Implements apt-method.md section 4. Blocks are attention heads, FFN neurons (per layer) and hidden
+dimensions (shared by all layers). Each block's density is its salience divided by its parameter
+cost; the non-forced blocks of all types are sorted by density and the longest prefix whose model
+size fits the budget is found by binary search. Model size is not additive
+(``C = d' * sum_l (head_cost * n_h'^l + neuron_cost * n_f'^l)``) but it is monotone in the prefix
+length, alignment included, which is what makes the binary search exact.
+
+Ordering is deterministic: ties in density are broken by score, then by position in the flattened
+block list (heads of layer 0..L-1, neurons of layer 0..L-1, hidden dims). Within one layer and block
+type this order equals "score descending, lower index first", so every kept set is a top-k of its
+layer and type.
+
+This module works on plain counts and tensors only; masks are returned as CPU bool tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["BlockInventory", "BlockScores", "MaskPlan", "PlanError", "plan_masks"]
+
+
+class PlanError(ValueError):
+    """No valid mask plan exists for the given inventory, scores, budget and options."""
+
+
+@dataclass(frozen=True)
+class BlockInventory:
+    """Current prunable structure of a model (counts only, no module names).
+
+    ``head_cost`` is the parameter count of one head per retained hidden dim (``4 * d_h`` for MHA
+    with q, k, v, o); ``neuron_cost`` that of one FFN neuron (2, or 3 for a gated FFN).
+    """
+
+    heads: tuple[int, ...]
+    neurons: tuple[int, ...]
+    hidden: int
+    head_cost: int
+    neuron_cost: int
+
+    def __post_init__(self) -> None:
+        """Coerce counts to tuples of ints and validate them."""
+        object.__setattr__(self, "heads", tuple(int(n) for n in self.heads))
+        object.__setattr__(self, "neurons", tuple(int(n) for n in self.neurons))
+        if not self.heads or len(self.heads) != len(self.neurons):
+            raise ValueError(
+                f"need >= 1 layer and one head count and one neuron count per layer, "
+                f"got {len(self.heads)} head counts and {len(self.neurons)} neuron counts"
+            )
+        if min(self.heads) < 0 or min(self.neurons) < 0:
+            raise ValueError(f"block counts must be >= 0, got heads={self.heads}, neurons={self.neurons}")
+        if self.hidden < 1 or self.head_cost < 1 or self.neuron_cost < 1:
+            raise ValueError(
+                f"hidden, head_cost and neuron_cost must be >= 1, got hidden={self.hidden}, "
+                f"head_cost={self.head_cost}, neuron_cost={self.neuron_cost}"
+            )
+
+    @property
+    def num_layers(self) -> int:
+        """Number of layers."""
+        return len(self.heads)
+
+    def hidden_cost(self) -> int:
+        """Parameters of one hidden dim: ``sum_l (head_cost * n_h^l + neuron_cost * n_f^l)``."""
+        return sum(
+            self.head_cost * h + self.neuron_cost * n for h, n in zip(self.heads, self.neurons, strict=True)
+        )
+
+    def prunable_params(
+        self,
+        heads: Sequence[int] | None = None,
+        neurons: Sequence[int] | None = None,
+        hidden: int | None = None,
+    ) -> int:
+        """Prunable parameters ``C = d' * sum_l (head_cost * n_h'^l + neuron_cost * n_f'^l)``.
+
+        Arguments default to the inventory's own counts.
+        """
+        heads = self.heads if heads is None else heads
+        neurons = self.neurons if neurons is None else neurons
+        hidden = self.hidden if hidden is None else hidden
+        if len(heads) != self.num_layers or len(neurons) != self.num_layers:
+            raise ValueError(
+                f"need {self.num_layers} head and neuron counts, got {len(heads)} and {len(neurons)}"
+            )
+        per_dim = sum(self.head_cost * h + self.neuron_cost * n for h, n in zip(heads, neurons, strict=True))
+        return int(hidden) * int(per_dim)
+
+
+@dataclass
+class BlockScores:
+    """Salience of every block; shapes must match a :class:`BlockInventory`."""
+
+    heads: list[torch.Tensor]  # per layer, (n_h^l,)
+    neurons: list[torch.Tensor]  # per layer, (n_f^l,)
+    hidden: torch.Tensor  # (d,)
+
+
+@dataclass
+class MaskPlan:
+    """Target keep-masks (True = keep) and the prunable parameter count they retain."""
+
+    heads: list[torch.Tensor]  # per layer, bool (n_h^l,)
+    neurons: list[torch.Tensor]  # per layer, bool (n_f^l,)
+    hidden: torch.Tensor  # bool (d,)
+    params: int
+
+    @property
+    def kept_heads(self) -> tuple[int, ...]:
+        """Kept heads per layer."""
+        return tuple(int(m.sum()) for m in self.heads)
+
+    @property
+    def kept_neurons(self) -> tuple[int, ...]:
+        """Kept FFN neurons per layer."""
+        return tuple(int(m.sum()) for m in self.neurons)
+
+    @property
+    def kept_hidden(self) -> int:
+        """Kept hidden dims."""
+        return int(self.hidden.sum())
+
+    def sparsity_vs(self, total: int) -> float:
+        """Sparsity of the plan relative to ``total`` prunable params: ``1 - params / total``."""
+        if total <= 0:
+            raise ValueError(f"total must be > 0, got {total}")
+        return 1.0 - self.params / total
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Kept block counts of a plan."""
+
+    heads: tuple[int, ...]
+    neurons: tuple[int, ...]
+    hidden: int
+
+
+@dataclass(frozen=True)
+class _Ranking:
+    """Preference orders of the block groups and the greedy order of the non-forced blocks.
+
+    Groups are numbered: heads of layer 0..L-1, neurons of layer 0..L-1, hidden dims (2L).
+    """
+
+    group_orders: tuple[torch.Tensor, ...]  # per group, (size_g,) local block indices, best first
+    forced: torch.Tensor  # (G,) int64, blocks always kept per group
+    greedy_groups: torch.Tensor  # (N_r,) int64, group of each non-forced block, densest first
+
+
+def _check_finite(scores: torch.Tensor, what: str) -> None:
+    """Raise :class:`PlanError` naming ``what`` when ``scores`` holds nan or +-inf."""
+    bad = ~torch.isfinite(scores)  # (n,)
+    if not bool(bad.any()):
+        return
+    kinds = [
+        name
+        for name, hit in (
+            ("nan", torch.isnan(scores)),
+            ("inf", torch.isposinf(scores)),
+            ("-inf", torch.isneginf(scores)),
+        )
+        if bool(hit.any())
+    ]
+    first = int(bad.nonzero()[0, 0])
+    raise PlanError(
+        f"non-finite salience ({', '.join(kinds)}) in {what}: {int(bad.sum())} of {scores.numel()} "
+        f"entries, first at index {first}; salience must be finite (check the loss and the activations "
+        f"and gradients feeding the salience accumulators)"
+    )
+
+
+def _checked(score: torch.Tensor, expected: int, what: str) -> torch.Tensor:
+    """Return ``score`` as a CPU float64 vector after checking its shape and finiteness."""
+    if score.dim() != 1 or score.numel() != expected:
+        raise PlanError(
+            f"scores of {what} have shape {tuple(score.shape)}, expected ({expected},) from the inventory"
+        )
+    vector = score.detach().to(device="cpu", dtype=torch.float64)  # (n,)
+    _check_finite(vector, what)
+    return vector
+
+
+def _validated_scores(inventory: BlockInventory, scores: BlockScores) -> list[torch.Tensor]:
+    """Check scores against the inventory; return them as float64 vectors, one per group."""
+    layers = inventory.num_layers
+    for name, per_layer in (("heads", scores.heads), ("neurons", scores.neurons)):
+        if len(per_layer) != layers:
+            raise PlanError(f"scores.{name} covers {len(per_layer)} layers, the inventory has {layers}")
+    groups = [
+        _checked(s, n, f"heads of layer {layer}")
+        for layer, (s, n) in enumerate(zip(scores.heads, inventory.heads, strict=True))
+    ]
+    groups += [
+        _checked(s, n, f"neurons of layer {layer}")
+        for layer, (s, n) in enumerate(zip(scores.neurons, inventory.neurons, strict=True))
+    ]
+    groups.append(_checked(scores.hidden, inventory.hidden, "hidden dims"))
+    return groups
+
+
+def _group_costs(inventory: BlockInventory) -> list[int]:
+    """Parameter cost of one block of each group (at least 1, so densities stay finite)."""
+    layers = inventory.num_layers
+    costs = [inventory.head_cost * inventory.hidden] * layers
+    costs += [inventory.neuron_cost * inventory.hidden] * layers
+    costs.append(max(1, inventory.hidden_cost()))
+    return costs
+
+
+def _density_order(score: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
+    """Block order by density descending, ties by score descending, then by position."""
+    by_score = torch.argsort(-score, stable=True)  # (N,)
+    return by_score[torch.argsort(-density[by_score], stable=True)]  # (N,)
+
+
+def _rank(groups: list[torch.Tensor], costs: list[int], forced: list[int]) -> _Ranking:
+    """Sort all blocks by density and split off each group's ``forced`` best blocks."""
+    sizes = [g.numel() for g in groups]
+    score = torch.cat(groups)  # (N,)
+    density = torch.cat([g / c for g, c in zip(groups, costs, strict=True)])  # (N,)
+    group_of = torch.cat([torch.full((n,), g) for g, n in enumerate(sizes)])  # (N,)
+    local_of = torch.cat([torch.arange(n) for n in sizes])  # (N,)
+    order = _density_order(score, density)  # (N,)
+    ordered_groups = group_of[order]  # (N,)
+    by_group = torch.argsort(ordered_groups, stable=True)  # (N,) positions in `order`, grouped
+    rank_in_group = torch.empty_like(by_group)  # (N,)
+    rank_in_group[by_group] = torch.cat([torch.arange(n) for n in sizes])
+    forced_t = torch.tensor(forced, dtype=torch.int64)  # (G,)
+    greedy = rank_in_group >= forced_t[ordered_groups]  # (N,) bool
+    group_orders = torch.split(local_of[order][by_group], sizes)
+    return _Ranking(tuple(group_orders), forced_t, ordered_groups[greedy])
+
+
+def _round_up(count: int, align: int, cap: int) -> int:
+    """``count`` rounded up to a multiple of ``align``, at most ``cap``."""
+    return min(cap, -(-count // align) * align)
+
+
+def _shape_at(ranking: _Ranking, i: int, inventory: BlockInventory, align: int, uniform: bool) -> _Shape:
+    """Kept counts for the greedy prefix of length ``i``, aligned (and made uniform if asked)."""
+    layers = inventory.num_layers
+    raw = ranking.forced + torch.bincount(ranking.greedy_groups[:i], minlength=2 * layers + 1)  # (G,)
+    counts = raw.tolist()
+    heads = counts[:layers]
+    neurons = [
+        _round_up(n, align, cap)
+        for n, cap in zip(counts[layers : 2 * layers], inventory.neurons, strict=True)
+    ]
+    if uniform:
+        heads = [max(heads)] * layers
+        neurons = [max(neurons)] * layers
+    return _Shape(tuple(heads), tuple(neurons), _round_up(counts[-1], align, inventory.hidden))
+
+
+def _largest_fitting(cost_at: Callable[[int], int], n: int, budget: int) -> int:
+    """Largest ``i`` in ``[0, n]`` with ``cost_at(i) <= budget``.
+
+    Requires ``cost_at`` non-decreasing and ``cost_at(0) <= budget``.
+    """
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost_at(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _top_k_mask(order: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of length ``len(order)`` keeping the first ``k`` indices of ``order``."""
+    mask = torch.zeros(order.numel(), dtype=torch.bool)  # (n,)
+    mask[order[:k]] = True
+    return mask
+
+
+def _check_options(
+    inventory: BlockInventory, align: int, min_heads: int, min_neurons: int, uniform: bool
+) -> None:
+    """Raise on invalid search options."""
+    if align < 1:
+        raise ValueError(f"align must be >= 1, got {align}")
+    if min_heads < 0 or min_neurons < 0:
+        raise ValueError(f"min_heads and min_neurons must be >= 0, got {min_heads} and {min_neurons}")
+    if uniform and (len(set(inventory.heads)) > 1 or len(set(inventory.neurons)) > 1):
+        raise PlanError(
+            f"uniform_layers needs equal block counts in every layer, got heads={inventory.heads}, "
+            f"neurons={inventory.neurons}; plan with uniform_layers=False"
+        )
+
+
+def plan_masks(
+    inventory: BlockInventory,
+    scores: BlockScores,
+    budget: int,
+    *,
+    align: int = 8,
+    min_heads: int = 1,
+    min_neurons: int = 1,
+    prune_hidden: bool = True,
+    uniform_layers: bool = False,
+) -> MaskPlan:
+    """Choose the blocks to keep so that the prunable parameter count is at most ``budget``.
+
+    Every layer keeps its ``min_heads`` best heads and ``min_neurons`` best neurons (all of them if it
+    has fewer) and at least one hidden dim is kept (all when ``prune_hidden`` is False). The remaining
+    blocks are taken by density; kept neuron counts per layer and the kept hidden count are rounded up
+    to multiples of ``align`` (capped at the full count) with the next best blocks. With
+    ``uniform_layers`` every layer keeps as many heads and neurons as the layer that keeps most.
+    The plan is the longest density prefix that fits; raises :class:`PlanError` when even the
+    minimal plan exceeds ``budget``, or when the scores are malformed or non-finite.
+    """
+    _check_options(inventory, align, min_heads, min_neurons, uniform_layers)
+    groups = _validated_scores(inventory, scores)
+    layers = inventory.num_layers
+    forced = [min(min_heads, n) for n in inventory.heads] + [min(min_neurons, n) for n in inventory.neurons]
+    forced.append(1 if prune_hidden else inventory.hidden)
+    ranking = _rank(groups, _group_costs(inventory), forced)
+
+    def cost_at(i: int) -> int:
+        shape = _shape_at(ranking, i, inventory, align, uniform_layers)
+        return inventory.prunable_params(shape.heads, shape.neurons, shape.hidden)
+
+    minimal = cost_at(0)
+    if minimal > budget:
+        raise PlanError(
+            f"parameter budget {budget} is below the minimal plan ({minimal} prunable params with "
+            f"min_heads={min_heads}, min_neurons={min_neurons}, align={align}); lower target_sparsity, "
+            f"or relax min_heads / min_neurons / align"
+        )
+    best = _largest_fitting(cost_at, ranking.greedy_groups.numel(), budget)
+    shape = _shape_at(ranking, best, inventory, align, uniform_layers)
+    orders = ranking.group_orders
+    return MaskPlan(
+        heads=[_top_k_mask(orders[layer], k) for layer, k in enumerate(shape.heads)],
+        neurons=[_top_k_mask(orders[layers + layer], k) for layer, k in enumerate(shape.neurons)],
+        hidden=_top_k_mask(orders[-1], shape.hidden),
+        params=inventory.prunable_params(shape.heads, shape.neurons, shape.hidden),
+    )

@@ -1,0 +1,272 @@
+"""Physical removal of pruned blocks, and save / load of pruned models.
+
+`shrink_model` cuts heads, neurons and hidden dimensions out of every weight (adapters included) in
+place: each Parameter object survives with smaller data, so an optimizer keeps its references and
+`slice_optimizer_state` can cut its state the same way. `save_pruned` writes safetensors + JSON;
+`load_pruned` rebuilds the per-layer shapes from that JSON before loading the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from .adapter import AptLinear, merge_adapters
+from .families import ModelFamily, family_for
+from .search import BlockInventory, MaskPlan
+
+FORMAT = "aptune.pruned"
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+META_NAME = "aptune.json"
+
+
+@dataclass
+class SliceRecord:
+    """One in-place cut: `param` kept `index` along `dim`; its shape was `old_shape`."""
+
+    param: nn.Parameter
+    dim: int
+    index: torch.Tensor
+    old_shape: torch.Size
+
+
+def _slice_param(param: nn.Parameter, dim: int, index: torch.Tensor, records: list[SliceRecord]) -> None:
+    old_shape = param.shape
+    index = index.to(param.device)
+    param.data = param.data.index_select(dim, index).contiguous()
+    if param.grad is not None:
+        param.grad = param.grad.index_select(dim, index).contiguous()
+    records.append(SliceRecord(param, dim, index, old_shape))
+
+
+def _slice_linear(module: nn.Module, index: torch.Tensor, side: str, records: list[SliceRecord]) -> None:
+    """Keep output rows (`side="out"`) or input columns (`side="in"`) of a plain or adapted linear."""
+    base = module.base if isinstance(module, AptLinear) else module
+    if side == "out":
+        _slice_param(base.weight, 0, index, records)
+        if base.bias is not None:
+            _slice_param(base.bias, 0, index, records)
+        if isinstance(module, AptLinear):
+            _slice_param(module.lora_B, 0, index, records)
+        base.out_features = index.numel()
+    else:
+        _slice_param(base.weight, 1, index, records)
+        if isinstance(module, AptLinear):
+            _slice_param(module.lora_A, 1, index, records)
+        base.in_features = index.numel()
+
+
+def _slice_norm(norm: nn.Module, index: torch.Tensor, records: list[SliceRecord]) -> None:
+    for p in (norm.weight, getattr(norm, "bias", None)):
+        if p is not None:
+            _slice_param(p, 0, index, records)
+    if hasattr(norm, "normalized_shape"):
+        norm.normalized_shape = (index.numel(),)
+
+
+def _head_channels(keep: torch.Tensor, head_dim: int) -> torch.Tensor:
+    heads = keep.nonzero().flatten()  # (n_kept,)
+    return (heads[:, None] * head_dim + torch.arange(head_dim, device=heads.device)).flatten()
+
+
+def _ensure_base_config(model: nn.Module) -> None:
+    if getattr(model.config, "aptune", None) is None:
+        model.config.aptune = {"base_config": model.config.to_dict()}
+
+
+@torch.no_grad()
+def shrink_model(model: nn.Module, plan: MaskPlan, family: ModelFamily | None = None) -> list[SliceRecord]:
+    """Remove every block that `plan` does not keep, in place; returns the cuts made.
+
+    The plan's masks must match the model's current inventory. Heads and neurons are cut first,
+    then the hidden dimension from embeddings, norms, readers and writers; the config is updated.
+    No autograd graph that uses the model may be alive (autograd caches parameter shapes).
+    """
+    family = family or family_for(model)
+    _check_plan(family.inventory(model), plan)
+    _ensure_base_config(model)
+    records: list[SliceRecord] = []
+    head_dim = family.head_dim(model)
+    for layer in range(family.num_layers(model)):
+        sites = family.layer_sites(model, layer)
+        channels = _head_channels(plan.heads[layer], head_dim)
+        for proj in (sites.q, sites.k, sites.v):
+            _slice_linear(proj, channels, "out", records)
+        _slice_linear(sites.o, channels, "in", records)
+        family.set_layer_heads(model, layer, int(plan.heads[layer].sum()))
+        neurons = plan.neurons[layer].nonzero().flatten()
+        for proj in sites.ffn_in:
+            _slice_linear(proj, neurons, "out", records)
+        _slice_linear(sites.ffn_out, neurons, "in", records)
+    _shrink_hidden(model, family, plan.hidden.nonzero().flatten(), records)
+    inventory = family.inventory(model)
+    family.update_config(model, inventory)
+    model.config.aptune["shapes"] = shapes_dict(inventory, head_dim)
+    return records
+
+
+def _shrink_hidden(model: nn.Module, family: ModelFamily, keep: torch.Tensor, records: list) -> None:
+    if keep.numel() == family.inventory(model).hidden:
+        return
+    for emb in family.hidden_embeddings(model):
+        _slice_param(emb.weight, 1, keep, records)
+        emb.embedding_dim = keep.numel()
+    for norm in family.residual_norms(model):
+        _slice_norm(norm, keep, records)
+    for reader in family.hidden_readers(model):
+        _slice_linear(reader, keep, "in", records)
+    for writer in family.hidden_writers(model):
+        _slice_linear(writer, keep, "out", records)
+
+
+def _check_plan(inventory: BlockInventory, plan: MaskPlan) -> None:
+    heads = tuple(m.numel() for m in plan.heads)
+    neurons = tuple(m.numel() for m in plan.neurons)
+    if heads != inventory.heads or neurons != inventory.neurons or plan.hidden.numel() != inventory.hidden:
+        raise ValueError(
+            f"mask plan shapes (heads {heads}, neurons {neurons}, hidden {plan.hidden.numel()}) do not match "
+            f"the model (heads {inventory.heads}, neurons {inventory.neurons}, hidden {inventory.hidden})"
+        )
+    for name, masks in (("heads", plan.heads), ("neurons", plan.neurons)):
+        for layer, m in enumerate(masks):
+            if not bool(m.any()):
+                raise ValueError(f"mask plan removes every {name[:-1]} of layer {layer}; keep at least one")
+    if not bool(plan.hidden.any()):
+        raise ValueError("mask plan removes every hidden dimension; keep at least one")
+
+
+def slice_optimizer_state(optimizer: torch.optim.Optimizer, records: list[SliceRecord]) -> None:
+    """Cut per-parameter optimizer state (e.g. Adam moments) exactly like the parameters were cut.
+
+    State of surviving entries is kept; scalar state (step counts) is left alone.
+    """
+    for rec in records:
+        state = optimizer.state.get(rec.param)
+        if not state:
+            continue
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == rec.old_shape:
+                state[key] = value.index_select(rec.dim, rec.index.to(value.device)).contiguous()
+
+
+def shapes_dict(inventory: BlockInventory, head_dim: int) -> dict[str, object]:
+    """Per-layer shapes as plain JSON data."""
+    return {
+        "hidden_size": inventory.hidden,
+        "head_dim": head_dim,
+        "heads": list(inventory.heads),
+        "neurons": list(inventory.neurons),
+    }
+
+
+def _first_k_plan(inventory: BlockInventory, shapes: dict) -> MaskPlan:
+    def first(k: int, n: int) -> torch.Tensor:
+        return torch.arange(n) < k
+
+    return MaskPlan(
+        heads=[first(k, n) for k, n in zip(shapes["heads"], inventory.heads, strict=True)],
+        neurons=[first(k, n) for k, n in zip(shapes["neurons"], inventory.neurons, strict=True)],
+        hidden=first(shapes["hidden_size"], inventory.hidden),
+        params=-1,
+    )
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Merge adapters and write `model.safetensors`, `config.json` and `aptune.json` to `directory`.
+
+    Each file is written to a temporary name and renamed into place, `aptune.json` last, so a
+    directory with an `aptune.json` always holds a complete model. Returns the directory.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    family = family_for(model)
+    merge_adapters(model)
+    _ensure_base_config(model)
+    inventory = family.inventory(model)
+    shapes = shapes_dict(inventory, family.head_dim(model))
+    model.config.aptune["shapes"] = shapes
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
+    os.close(fd)
+    save_model(model, tmp)
+    os.replace(tmp, out / WEIGHTS_NAME)
+    _atomic_write_text(out / "config.json", model.config.to_json_string())
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "family": family.name,
+        "architecture": type(model).__name__,
+        "shapes": shapes,
+        "prunable_params": inventory.prunable_params(),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "metadata": metadata or {},
+    }
+    _atomic_write_text(out / META_NAME, json.dumps(meta, indent=2))
+    return out
+
+
+def _read_meta(directory: Path) -> dict:
+    path = directory / META_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{directory} is not an aptune model directory: {META_NAME} is missing. "
+            "Pass the `model/` folder written by `aptune train` or `save_pruned`."
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); the model directory is damaged") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an aptune model description (expected format {FORMAT!r})")
+    if meta.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format version {meta.get('version')}; this aptune reads {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def _model_class(name: str) -> type:
+    cls = getattr(transformers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        raise ValueError(f"unknown model architecture {name!r} in the aptune model description")
+    return cls
+
+
+def load_pruned(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a model written by `save_pruned`, rebuilding its per-layer shapes; returns it in eval mode."""
+    path = Path(directory)
+    meta = _read_meta(path)
+    config = transformers.AutoConfig.from_pretrained(path)
+    aptune = getattr(config, "aptune", None)
+    if not isinstance(aptune, dict) or "base_config" not in aptune:
+        raise ValueError(
+            f"{path / 'config.json'} lacks the 'aptune.base_config' entry written by save_pruned"
+        )
+    base = copy.deepcopy(aptune["base_config"])
+    base_config = type(config).from_dict(base)
+    model = _model_class(meta["architecture"])(base_config)
+    family = family_for(model)
+    shrink_model(model, _first_k_plan(family.inventory(model), meta["shapes"]), family)
+    missing, unexpected = load_model(model, path / WEIGHTS_NAME, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path / WEIGHTS_NAME} does not match the recorded shapes: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
+    return model.to(device).eval()

