@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--align", type=int, default=8)
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
+    transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
     path = builtin_model_path("minilm")
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)

@@ -91,3 +91,26 @@ def review_batch(minilm_dir) -> dict[str, torch.Tensor]:
     )
     batch["labels"] = torch.tensor([e.label for e in examples])
     return dict(batch)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, minilm_dir) -> str:
+    """A tiny random BERT saved like a hub model, with the real MiniLM tokenizer (fast loop tests)."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    config = transformers.BertConfig(**{**TINY, "vocab_size": tokenizer.vocab_size, "num_labels": 2})
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def write_csv(path, rows, header=("text", "label")) -> str:
+    """Write rows as a CSV file with a header; returns the path as a string."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)

@@ -575,9 +575,25 @@ def test_describe_options_covers_every_leaf() -> None:
 
 KEY_PARTS = sorted({part for key in LEAF_KEYS for part in key.split(".")})
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
-plausible = st.sampled_from(
-    ["query", "key", "value", "output", "intermediate", "no", "bf16", "cubic", "gaussian", "glue/sst2", ""]
-) | st.floats(min_value=-1, max_value=3) | st.integers(min_value=-2, max_value=80)
+plausible = (
+    st.sampled_from(
+        [
+            "query",
+            "key",
+            "value",
+            "output",
+            "intermediate",
+            "no",
+            "bf16",
+            "cubic",
+            "gaussian",
+            "glue/sst2",
+            "",
+        ]
+    )
+    | st.floats(min_value=-1, max_value=3)
+    | st.integers(min_value=-2, max_value=80)
+)
 json_values = st.recursive(
     json_scalars | plausible,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),

@@ -72,3 +72,15 @@ def test_decay_moves_toward_targets_and_becomes_hard():
     assert torch.equal(state.hard_zero_plan().hidden, torch.tensor([True, True, False]))
     state.keep(state.hard_zero_plan())
     assert state.neurons[0].numel() == 2 and state.hidden.numel() == 2
+
+
+def test_decay_reaches_target_in_exactly_one_over_rate_steps():
+    state = MaskState.ones([3], [1], 1)
+    state.set_targets(
+        MaskPlan([torch.tensor([True, False, False])], [torch.tensor([True])], torch.tensor([True]), 0)
+    )
+    for _ in range(39):
+        state.step(0.025)
+    assert not state.is_hard()
+    state.step(0.025)
+    assert state.is_hard() and torch.equal(state.heads[0], torch.tensor([1.0, 0.0, 0.0]))

@@ -26,13 +26,13 @@ def test_replan_decay_shrink_cycle(kind):
     plan = pruner.replan(0.5)
     assert plan.params <= 0.5 * c0
     assert pruner.masked_params() == c0  # masks have not moved yet
-    assert not pruner.shrink()  # nothing is hard zero yet
+    assert pruner.shrink() is None  # nothing is hard zero yet
     pruner.decay()
     pruner.decay()
     assert pruner.masks.is_hard()
     with torch.no_grad():
         masked = model(**tiny_batch(2)).logits
-    assert pruner.shrink()
+    assert pruner.shrink() is not None
     inv = pruner.inventory()
     assert (
         inv.heads == plan.kept_heads and inv.neurons == plan.kept_neurons and inv.hidden == plan.kept_hidden

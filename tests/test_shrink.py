@@ -6,7 +6,7 @@ from aptune.adapter import attach_adapters
 from aptune.families import family_for
 from aptune.masks import MaskState, install_masks
 from aptune.search import MaskPlan
-from aptune.shrink import load_pruned, save_pruned, shrink_model, slice_optimizer_state
+from aptune.shrink import ModelDirError, load_pruned, save_pruned, shrink_model, slice_optimizer_state
 
 from .conftest import needs_minilm, tiny_batch, tiny_model
 
@@ -91,10 +91,10 @@ def test_save_load_reproduces_logits(kind, tmp_path):
 
 
 def test_load_rejects_non_aptune_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"aptune\.json is missing"):
+    with pytest.raises(ModelDirError, match=r"aptune\.json is missing"):
         load_pruned(tmp_path)
     (tmp_path / "aptune.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ModelDirError, match="not valid JSON"):
         load_pruned(tmp_path)
 
 

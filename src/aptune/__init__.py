@@ -1,1 +1,50 @@
-"""aptune: Adaptive Pruning and Tuning of pretrained language models."""
+"""aptune: Adaptive Pruning and Tuning of pretrained language models.
+
+import aptune
+cfg = aptune.load_config("configs/minilm-rotten-tomatoes.yaml")
+result = aptune.train(cfg, "runs/demo")            # fine-tune + prune + export
+model = aptune.load_pruned(result.model_dir)       # the smaller dense model
+"""
+
+from .adapter import AptLinear, attach_adapters, merge_adapters
+from .api import evaluate_model, load_model_dir, model_info
+from .config import AptuneConfig, ConfigError, apply_overrides, describe_options, load_config, save_config
+from .errors import AptuneError
+from .families import family_for
+from .pruner import PruneOptions, Pruner
+from .search import MaskPlan, PlanError, plan_masks
+from .shrink import load_pruned, save_pruned, shrink_model
+from .train.data import DataError
+from .train.loop import RunResult, SetupError, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AptLinear",
+    "AptuneConfig",
+    "AptuneError",
+    "ConfigError",
+    "DataError",
+    "MaskPlan",
+    "PlanError",
+    "PruneOptions",
+    "Pruner",
+    "RunResult",
+    "SetupError",
+    "__version__",
+    "apply_overrides",
+    "attach_adapters",
+    "describe_options",
+    "evaluate_model",
+    "family_for",
+    "load_config",
+    "load_model_dir",
+    "load_pruned",
+    "merge_adapters",
+    "model_info",
+    "plan_masks",
+    "save_config",
+    "save_pruned",
+    "shrink_model",
+    "train",
+]

@@ -33,6 +33,8 @@ from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin,
 
 import yaml
 
+from .errors import AptuneError
+
 __all__ = [
     "AdapterConfig",
     "AptuneConfig",
@@ -53,7 +55,7 @@ MhaComponent = Literal["query", "key", "value", "output"]
 FfnComponent = Literal["intermediate", "output"]
 
 
-class ConfigError(ValueError):
+class ConfigError(AptuneError):
     """An invalid configuration value, key or file.
 
     The message names the dotted key (for example ``pruning.target_sparsity``), what is wrong and
@@ -88,6 +90,7 @@ def _gt(lo: int) -> _Check:
 
 _UNIT_CLOSED_OPEN = _Check(lambda v: 0 <= v < 1, "in [0, 1)")
 _UNIT_OPEN_CLOSED = _Check(lambda v: 0 < v <= 1, "in (0, 1]")
+_UNIT_CLOSED = _Check(lambda v: 0 <= v <= 1, "in [0, 1]")
 _NON_EMPTY = _Check(lambda v: v.strip() != "", "a non-empty string")
 _STEP = _Check(
     lambda v: 0 <= v <= 1 if isinstance(v, float) else v >= 0,
@@ -324,6 +327,13 @@ class ModelConfig(_Section):
     dtype: Literal["float32", "bfloat16", "float16"] = field(
         default="float32", metadata=_meta("Dtype of the frozen pretrained weights.")
     )
+    finetune: Literal["adapters", "full"] = field(
+        default="adapters",
+        metadata=_meta(
+            "What trains: 'adapters' (APT/LoRA adapters plus the task head) or 'full' (every weight; "
+            "the full fine-tuning baseline)."
+        ),
+    )
     adapter: AdapterConfig = field(default_factory=AdapterConfig, metadata=_meta("Adapter settings."))
 
 
@@ -432,6 +442,14 @@ class DistillConfig(_Section):
     )
     temperature: float = field(
         default=2.0, metadata=_meta("Softmax temperature of the prediction distillation loss.", _gt(0))
+    )
+    after_pruning: float = field(
+        default=0.5,
+        metadata=_meta(
+            "Fraction of the steps after pruning ends that keep distilling (mu = 1); the rest trains on "
+            "the task loss only.",
+            _UNIT_CLOSED,
+        ),
     )
 
 

@@ -33,7 +33,9 @@ SiteObserver = Callable[[SiteKey, torch.Tensor, torch.Tensor], None]
 
 
 def _decay(value: torch.Tensor, target: torch.Tensor, rate: float) -> torch.Tensor:
-    return (value + (target - value).clamp(-rate, rate)).clamp(0.0, 1.0)
+    moved = (value + (target - value).clamp(-rate, rate)).clamp(0.0, 1.0)
+    # snap float residue (e.g. 40 steps of 0.025) so a mask reaches its target in exactly 1/rate steps
+    return torch.where((moved - target).abs() < 1e-6, target, moved)
 
 
 @dataclass

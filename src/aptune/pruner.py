@@ -133,24 +133,29 @@ class Pruner:
         """Move every mask one step toward its target."""
         self.masks.step(self.options.mask_decay_rate)
 
-    def shrink(self, optimizer: torch.optim.Optimizer | None = None) -> bool:
-        """Physically remove blocks whose mask and target are both 0; returns True if anything was cut."""
+    def shrink(self, optimizer: torch.optim.Optimizer | None = None) -> MaskPlan | None:
+        """Physically remove blocks whose mask and target are both 0.
+
+        Call it right after `replan` (the salience window is per-shape: an unread window is dropped).
+        Returns the keep-plan that was applied, or None when nothing was hard zero.
+        """
         plan = self.masks.hard_zero_plan()
-        nothing = all(bool(k.all()) for k in [*plan.heads, *plan.neurons, plan.hidden])
-        if nothing:
-            return False
+        if all(bool(k.all()) for k in [*plan.heads, *plan.neurons, plan.hidden]):
+            return None
         records = shrink_model(self.model, plan, self.family)
         if optimizer is not None:
             slice_optimizer_state(optimizer, records)
         self.masks.keep(plan)
         self.ema.keep(plan)
-        return True
+        self.collector.reset()
+        return plan
 
-    def finalize(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def finalize(self, optimizer: torch.optim.Optimizer | None = None) -> MaskPlan | None:
         """Make the targets hard, remove their blocks, and take the hooks off the model."""
         self.masks.set_hard(self._target_plan())
-        self.shrink(optimizer)
+        plan = self.shrink(optimizer)
         self.hooks.remove()
+        return plan
 
     def _target_plan(self) -> MaskPlan:
         return MaskPlan(

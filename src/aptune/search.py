@@ -22,10 +22,12 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import AptuneError
+
 __all__ = ["BlockInventory", "BlockScores", "MaskPlan", "PlanError", "plan_masks"]
 
 
-class PlanError(ValueError):
+class PlanError(AptuneError):
     """No valid mask plan exists for the given inventory, scores, budget and options."""
 
 

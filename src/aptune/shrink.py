@@ -21,6 +21,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from .adapter import AptLinear, merge_adapters
+from .errors import AptuneError
 from .families import ModelFamily, family_for
 from .search import BlockInventory, MaskPlan
 
@@ -28,6 +29,10 @@ FORMAT = "aptune.pruned"
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "aptune.json"
+
+
+class ModelDirError(AptuneError):
+    """A directory that should hold a pruned model does not, or is damaged."""
 
 
 @dataclass
@@ -40,7 +45,8 @@ class SliceRecord:
     old_shape: torch.Size
 
 
-def _slice_param(param: nn.Parameter, dim: int, index: torch.Tensor, records: list[SliceRecord]) -> None:
+def slice_param(param: nn.Parameter, dim: int, index: torch.Tensor, records: list[SliceRecord]) -> None:
+    """Keep `index` of `param` along `dim` in place (gradient too) and record the cut."""
     old_shape = param.shape
     index = index.to(param.device)
     param.data = param.data.index_select(dim, index).contiguous()
@@ -53,23 +59,23 @@ def _slice_linear(module: nn.Module, index: torch.Tensor, side: str, records: li
     """Keep output rows (`side="out"`) or input columns (`side="in"`) of a plain or adapted linear."""
     base = module.base if isinstance(module, AptLinear) else module
     if side == "out":
-        _slice_param(base.weight, 0, index, records)
+        slice_param(base.weight, 0, index, records)
         if base.bias is not None:
-            _slice_param(base.bias, 0, index, records)
+            slice_param(base.bias, 0, index, records)
         if isinstance(module, AptLinear):
-            _slice_param(module.lora_B, 0, index, records)
+            slice_param(module.lora_B, 0, index, records)
         base.out_features = index.numel()
     else:
-        _slice_param(base.weight, 1, index, records)
+        slice_param(base.weight, 1, index, records)
         if isinstance(module, AptLinear):
-            _slice_param(module.lora_A, 1, index, records)
+            slice_param(module.lora_A, 1, index, records)
         base.in_features = index.numel()
 
 
 def _slice_norm(norm: nn.Module, index: torch.Tensor, records: list[SliceRecord]) -> None:
     for p in (norm.weight, getattr(norm, "bias", None)):
         if p is not None:
-            _slice_param(p, 0, index, records)
+            slice_param(p, 0, index, records)
     if hasattr(norm, "normalized_shape"):
         norm.normalized_shape = (index.numel(),)
 
@@ -119,7 +125,7 @@ def _shrink_hidden(model: nn.Module, family: ModelFamily, keep: torch.Tensor, re
     if keep.numel() == family.inventory(model).hidden:
         return
     for emb in family.hidden_embeddings(model):
-        _slice_param(emb.weight, 1, keep, records)
+        slice_param(emb.weight, 1, keep, records)
         emb.embedding_dim = keep.numel()
     for norm in family.residual_norms(model):
         _slice_norm(norm, keep, records)
@@ -224,18 +230,18 @@ def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict |
 def _read_meta(directory: Path) -> dict:
     path = directory / META_NAME
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ModelDirError(
             f"{directory} is not an aptune model directory: {META_NAME} is missing. "
             "Pass the `model/` folder written by `aptune train` or `save_pruned`."
         )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); the model directory is damaged") from exc
+        raise ModelDirError(f"{path} is not valid JSON ({exc}); the model directory is damaged") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an aptune model description (expected format {FORMAT!r})")
+        raise ModelDirError(f"{path} is not an aptune model description (expected format {FORMAT!r})")
     if meta.get("version") != FORMAT_VERSION:
-        raise ValueError(
+        raise ModelDirError(
             f"{path} has format version {meta.get('version')}; this aptune reads {FORMAT_VERSION}"
         )
     return meta
@@ -244,7 +250,7 @@ def _read_meta(directory: Path) -> dict:
 def _model_class(name: str) -> type:
     cls = getattr(transformers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
-        raise ValueError(f"unknown model architecture {name!r} in the aptune model description")
+        raise ModelDirError(f"unknown model architecture {name!r} in the aptune model description")
     return cls
 
 
@@ -255,7 +261,7 @@ def load_pruned(directory: str | os.PathLike, device: str | torch.device = "cpu"
     config = transformers.AutoConfig.from_pretrained(path)
     aptune = getattr(config, "aptune", None)
     if not isinstance(aptune, dict) or "base_config" not in aptune:
-        raise ValueError(
+        raise ModelDirError(
             f"{path / 'config.json'} lacks the 'aptune.base_config' entry written by save_pruned"
         )
     base = copy.deepcopy(aptune["base_config"])
@@ -265,7 +271,7 @@ def load_pruned(directory: str | os.PathLike, device: str | torch.device = "cpu"
     shrink_model(model, _first_k_plan(family.inventory(model), meta["shapes"]), family)
     missing, unexpected = load_model(model, path / WEIGHTS_NAME, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise ModelDirError(
             f"{path / WEIGHTS_NAME} does not match the recorded shapes: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )

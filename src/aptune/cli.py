@@ -1,0 +1,132 @@
+"""`aptune` command line: train, eval, info, options. Thin: every command calls the public API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aptune",
+        description="Adaptive Pruning and Tuning: fine-tune a pretrained model while pruning it.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="fine-tune and prune a model as configured")
+    train.add_argument("config", help="YAML or JSON config file (see configs/)")
+    train.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys, e.g. --set pruning.target_sparsity=0.4 train.max_steps=200",
+    )
+    train.add_argument("--output-dir", help="where to write results (default: train.output_dir)")
+    train.add_argument("--overwrite", action="store_true", help="replace results in a non-empty output dir")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    ev = sub.add_parser("eval", help="evaluate an exported model on labelled data")
+    ev.add_argument("model_dir", help="the model/ directory written by `aptune train`")
+    ev.add_argument(
+        "--data", required=True, help="a CSV / TSV / JSONL file, 'rotten_tomatoes', or a hub dataset"
+    )
+    ev.add_argument(
+        "--split", default="test", choices=["train", "validation", "test"], help="split of a named task"
+    )
+    ev.add_argument("--text-column", default="text")
+    ev.add_argument("--text-pair-column", default=None)
+    ev.add_argument("--label-column", default="label")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--output", help="metrics JSON path (default: MODEL_DIR/../eval-<data>-<split>.json)")
+
+    info = sub.add_parser("info", help="show the per-layer shapes and parameter counts of a model")
+    info.add_argument("model_dir")
+
+    sub.add_parser("options", help="list every config key with its type, default and meaning")
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import apply_overrides, load_config
+    from .train.loop import train
+
+    cfg = apply_overrides(load_config(args.config), args.set)
+    result = train(cfg, args.output_dir, overwrite=args.overwrite, progress=not args.no_progress)
+    m = result.metrics
+    print(
+        f"test accuracy {m['test'].get('accuracy', float('nan')):.4f} | sparsity {m['sparsity']:.3f} | "
+        f"params {m['params']['total_before']:,} -> {m['params']['total_after']:,} | "
+        f"speed-up {m['inference']['speedup']:.2f}x (ideal {m['inference']['ideal_speedup']:.2f}x) | "
+        f"{m['train_seconds']:.0f} s"
+    )
+    out = result.output_dir
+    print(f"results in {out} (model: {result.model_dir}, report: {out / 'report.md'})")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .api import evaluate_model
+
+    metrics = evaluate_model(
+        args.model_dir,
+        args.data,
+        split=args.split,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+        batch_size=args.batch_size,
+    )
+    name = Path(args.data).stem if Path(args.data).exists() else args.data.replace("/", "-")
+    out = (
+        Path(args.output)
+        if args.output
+        else Path(args.model_dir).resolve().parent / f"eval-{name}-{args.split}.json"
+    )
+    out.write_text(json.dumps(metrics, indent=2) + "\n")
+    print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .api import model_info
+
+    print(model_info(args.model_dir))
+    return 0
+
+
+def _cmd_options(_: argparse.Namespace) -> int:
+    from .config import describe_options
+
+    for key, type_, default, text in describe_options():
+        print(f"{key} ({type_}, default {default!r}): {text}")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "info": _cmd_info, "options": _cmd_options}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `aptune` console script; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    import transformers
+
+    from .errors import AptuneError
+
+    transformers.logging.set_verbosity_error()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except AptuneError as exc:
+        print(f"aptune {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,497 @@
+"""The APT training loop, built on accelerate.
+
+warm-up: train adapters (and the task head) with all masks at 1, collecting salience
+every `update_frequency` steps in [start, end]:
+    remove blocks whose masks reached hard 0 (optimizer state sliced)
+    salience window -> EMA -> mask search under rho_t * C_0 -> new mask targets
+    grow the most important adapters (tuning budget), refresh the teacher snapshot
+every step in the pruning window and after it: masks decay toward their targets
+loss = mu * (a_pred * L_pred + a_layer * L_layer) + (1 - mu) * L_task
+after end: masks harden and their blocks are removed; distil for a while, then task loss only
+finally: hard masks, physical removal, adapters merged, evaluation, timing, export
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import transformers
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..adapter import AptLinear, attach_adapters, merge_adapters
+from ..assets import resolve_model_path
+from ..config import AptuneConfig, ModelConfig, save_config
+from ..distill import LayerTransform, TeacherSnapshot, layer_loss, prediction_loss, teacher_layers
+from ..errors import AptuneError
+from ..families import family_for, supported_model_types
+from ..growth import AdapterImportance, adapter_params, apply_growth, plan_growth
+from ..pruner import PruneOptions, Pruner
+from ..schedule import distill_weight, is_replan_step, resolve_step, retain_ratio, tuning_budget
+from ..shrink import SliceRecord, save_pruned, shapes_dict, slice_optimizer_state, slice_param
+from .data import Example, TaskData, batches, encode, load_task
+from .evaluate import evaluate
+from .speed import inference_ms
+
+
+class SetupError(AptuneError):
+    """A run cannot start: the message names the problem and the fix."""
+
+
+@dataclass
+class RunResult:
+    """Where a finished run wrote its files, and its metrics."""
+
+    output_dir: Path
+    model_dir: Path
+    metrics: dict
+
+
+def check_output_dir(path: Path, overwrite: bool) -> Path:
+    """Refuse a file, or an existing non-empty directory unless `overwrite` is set; creates nothing."""
+    if path.exists() and not path.is_dir():
+        raise SetupError(f"output directory {path} exists and is a file; choose another --output-dir")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise SetupError(
+            f"output directory {path} already exists and is not empty; pass --overwrite to replace "
+            "its results, or choose another --output-dir"
+        )
+    return path
+
+
+def load_model(model_cfg: ModelConfig, task: TaskData) -> tuple[nn.Module, object]:
+    """Load the tokenizer and a sequence classifier for `task`, checking the family is supported."""
+    source = resolve_model_path(model_cfg.name_or_path)
+    remote = model_cfg.trust_remote_code
+    if model_cfg.num_labels is not None and model_cfg.num_labels != task.num_labels:
+        raise SetupError(
+            f"model.num_labels is {model_cfg.num_labels} but the training data has {task.num_labels} labels "
+            f"({', '.join(task.label_names)}); remove model.num_labels or fix the data"
+        )
+    try:
+        config = transformers.AutoConfig.from_pretrained(source, trust_remote_code=remote)
+    except (OSError, ValueError) as exc:
+        raise SetupError(
+            f"cannot load model {model_cfg.name_or_path!r} ({exc}); set model.name_or_path to a local model "
+            "directory, a hub name (with network access) or builtin:minilm"
+        ) from exc
+    if config.model_type not in supported_model_types():
+        raise SetupError(
+            f"model type {config.model_type!r} of {model_cfg.name_or_path!r} is not supported; aptune "
+            f"supports {', '.join(supported_model_types())}"
+        )
+    labels = dict(enumerate(task.label_names))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        source,
+        num_labels=task.num_labels,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+        dtype=getattr(torch, model_cfg.dtype),
+        trust_remote_code=remote,
+        ignore_mismatched_sizes=True,  # a classifier for another label count is replaced by a new head
+    )
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
+    return model, tokenizer
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _atomic_json(path: Path, payload: object) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
+
+
+class AptRun:
+    """State and steps of one APT fine-tuning run (see the module docstring for the algorithm)."""
+
+    def __init__(
+        self, cfg: AptuneConfig, model: nn.Module, tokenizer, task: TaskData, accelerator: Accelerator
+    ):
+        self.cfg, self.tokenizer, self.task, self.acc = cfg, tokenizer, task, accelerator
+        self.family = family_for(model)
+        self.model = model.to(accelerator.device)
+        self.initial_shapes = shapes_dict(self.family.inventory(model), self.family.head_dim(model))
+        self.total_before = sum(p.numel() for p in model.parameters())
+        self.adapters = self._setup_trainable()
+        self._set_window()
+        self.pruner = self._make_pruner()
+        tuning = cfg.tuning.enabled and self.pruner is not None and bool(self.adapters)
+        self.importance = AdapterImportance(cfg.tuning.momentum_importance) if tuning else None
+        self.adapter_budget = adapter_params(self.adapters)
+        self.initial_adapter_params = self.adapter_budget
+        self.distilling = cfg.distill.enabled and self.pruner is not None and cfg.model.finetune == "adapters"
+        self.layers = teacher_layers(self.family.num_layers(model)) if self.distilling else []
+        hidden = self.family.inventory(model).hidden
+        self.transforms = nn.ModuleList(LayerTransform(hidden) for _ in self.layers).to(accelerator.device)
+        self.optimizer = self._make_optimizer()
+        self.scheduler = self._make_scheduler()
+        self.snapshot: TeacherSnapshot | None = None
+
+    # ---- setup -------------------------------------------------------------------------------
+    def _setup_trainable(self) -> dict[str, AptLinear]:
+        m, model = self.cfg.model, self.model
+        if m.finetune == "full":
+            model.requires_grad_(True)
+            return {}
+        model.requires_grad_(False)
+        a = m.adapter
+        slots = self.family.adapter_slots(model, list(a.mha_components), list(a.ffn_components))
+        adapters = attach_adapters(slots, a.rank, a.alpha, a.dropout, a.init)
+        for head in self.family.task_head(model):
+            head.requires_grad_(True)
+        return adapters
+
+    def _set_window(self) -> None:
+        t = self.cfg.train
+        self.steps_per_epoch = math.ceil(len(self.task.splits["train"]) / t.batch_size)
+        self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * self.steps_per_epoch))
+        p = self.cfg.pruning
+        last = self.total_steps - 1  # the final re-plan must happen inside the run
+        self.start = min(resolve_step(p.start_step, self.total_steps), last)
+        self.end = min(max(resolve_step(p.end_step, self.total_steps), self.start), last)
+        self.distill_end = self.end + round(self.cfg.distill.after_pruning * (self.total_steps - self.end))
+
+    def _make_pruner(self) -> Pruner | None:
+        if not self.cfg.pruning.enabled or self.cfg.pruning.target_sparsity == 0:
+            return None
+        return Pruner(self.model, PruneOptions.from_config(self.cfg.pruning))
+
+    def _trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        head_ids = {id(p) for h in self.family.task_head(self.model) for p in h.parameters()}
+        body = [p for p in self._trainable() if id(p) not in head_ids] + list(self.transforms.parameters())
+        head = [p for p in self._trainable() if id(p) in head_ids]
+        groups = [{"params": body, "lr": t.learning_rate}]
+        if head:
+            groups.append({"params": head, "lr": t.head_learning_rate or t.learning_rate})
+        return torch.optim.AdamW(groups, weight_decay=t.weight_decay)
+
+    def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
+        warmup = round(self.cfg.train.warmup_ratio * self.total_steps)
+        total = self.total_steps
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+
+    # ---- one step ----------------------------------------------------------------------------
+    def mu(self, step: int) -> float:
+        """Distillation weight at `step`: ramps over the pruning window, then holds, then 0."""
+        if not self.distilling or step > self.distill_end:
+            return 0.0
+        return (
+            distill_weight(step, self.start, self.end) if self.end > self.start else float(step >= self.start)
+        )
+
+    def _teacher(self, inputs: dict[str, torch.Tensor]) -> transformers.modeling_outputs.ModelOutput:
+        self.snapshot.swap()
+        self.pruner.masks.enabled = False
+        self.model.eval()
+        try:
+            with torch.no_grad(), self.acc.autocast():
+                return self.model(**inputs, output_hidden_states=True)
+        finally:
+            self.model.train()
+            self.pruner.masks.enabled = True
+            self.snapshot.swap()
+
+    def train_step(self, examples: list[Example], step: int) -> dict[str, float]:
+        """Forward, losses, backward and optimizer step on one batch; returns the loss terms."""
+        enc = {
+            k: v.to(self.acc.device)
+            for k, v in encode(self.tokenizer, examples, self.cfg.data.max_length).items()
+        }
+        labels = enc.pop("labels")
+        mu = self.mu(step)
+        teacher = self._teacher(enc) if mu > 0 and self.snapshot is not None else None
+        with self.acc.autocast():
+            out = self.model(**enc, output_hidden_states=teacher is not None)
+            task_loss = F.cross_entropy(out.logits.float(), labels)
+            terms = {"task_loss": task_loss.item(), "mu": mu if teacher is not None else 0.0}
+            loss = task_loss
+            if teacher is not None:
+                d = self.cfg.distill
+                pred = prediction_loss(out.logits, teacher.logits, d.temperature)
+                keep = self.pruner.masks.hidden > 0
+                student_h = [out.hidden_states[i + 1] for i in self.layers]
+                teacher_h = [teacher.hidden_states[i + 1] for i in self.layers]
+                layer = layer_loss(student_h, teacher_h, self.transforms, keep, enc["attention_mask"])
+                loss = mu * (d.pred_weight * pred + d.layer_weight * layer) + (1 - mu) * task_loss
+                terms.update(distill_pred=pred.item(), distill_layer=layer.item())
+        self.acc.backward(loss)
+        if self.importance is not None:
+            self.importance.accumulate(self.adapters)
+        self.acc.clip_grad_norm_([*self._trainable(), *self.transforms.parameters()], 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"] = loss.item()
+        return terms
+
+    # ---- pruning and growth between steps ---------------------------------------------------
+    def after_step(self, step: int) -> str | None:
+        """Decay masks; at re-plan steps shrink, re-plan and grow. Returns an event name if any."""
+        if self.pruner is None:
+            return None
+        if step > self.start:
+            self.pruner.decay()
+        every = self.cfg.pruning.update_frequency
+        if is_replan_step(step, self.start, self.end, every) or step == self.end:
+            self.pruner.replan(retain_ratio(step, self.start, self.end, self.cfg.pruning.target_sparsity))
+            self._shrink()
+            self._grow(step)
+            self._refresh_teacher()
+            if step == self.end:
+                self.pruner.hooks.observer = None  # no more re-plans: stop collecting salience
+            return "replan"
+        if step > self.end and (step - self.end) % every == 0 and self._shrink():
+            self._refresh_teacher()
+            return "shrink"
+        return None
+
+    def _shrink(self) -> bool:
+        plan = self.pruner.shrink(self.optimizer)
+        if plan is None:
+            return False
+        if self.transforms and not bool(plan.hidden.all()):
+            self._shrink_transforms(plan.hidden.nonzero().flatten())
+        return True
+
+    def _shrink_transforms(self, keep: torch.Tensor) -> None:
+        records: list[SliceRecord] = []
+        for tr in self.transforms:
+            lin = tr.map
+            slice_param(lin.base.weight, 0, keep, records)
+            slice_param(lin.base.weight, 1, keep, records)
+            slice_param(lin.lora_A, 1, keep, records)
+            slice_param(lin.lora_B, 0, keep, records)
+            lin.base.in_features = lin.base.out_features = keep.numel()
+        slice_optimizer_state(self.optimizer, records)
+
+    def _grow(self, step: int) -> None:
+        if self.importance is None:
+            return
+        t = self.cfg.tuning
+        budget = tuning_budget(step, self.start, self.end, self.initial_adapter_params, t.max_tuning_ratio)
+        ranks = {name: a.rank for name, a in self.adapters.items()}
+        new_ranks = plan_growth(ranks, self.importance.update(), self.adapter_budget, budget, t.max_rank)
+        apply_growth(self.adapters, new_ranks, self.optimizer)
+        self.adapter_budget = budget
+
+    def _refresh_teacher(self) -> None:
+        if self.distilling:
+            self.snapshot = TeacherSnapshot.take(self._trainable())
+
+    # ---- logging -----------------------------------------------------------------------------
+    def status(self, step: int) -> dict[str, object]:
+        """Shape, sparsity and schedule figures for a history line."""
+        line: dict[str, object] = {"step": step, "epoch": step / self.steps_per_epoch}
+        line["lr"] = self.scheduler.get_last_lr()[0]
+        line["adapter_params"] = adapter_params(self.adapters)
+        line["ranks"] = {name: a.rank for name, a in self.adapters.items()}
+        if self.pruner is None:
+            return line
+        p, masks = self.pruner, self.pruner.masks
+        line["retain_target"] = retain_ratio(step, self.start, self.end, self.cfg.pruning.target_sparsity)
+        line["retained"] = p.masked_params() / p.initial_params
+        line["physical"] = p.prunable_params() / p.initial_params
+        line["heads"] = [int((m > 0).sum()) for m in masks.heads]
+        line["neurons"] = [int((m > 0).sum()) for m in masks.neurons]
+        line["hidden"] = int((masks.hidden > 0).sum())
+        return line
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Metrics of the current (masked) model on a split."""
+        t = self.cfg.train
+        return evaluate(
+            self.model,
+            self.tokenizer,
+            self.task.splits[split],
+            t.eval_batch_size,
+            self.cfg.data.max_length,
+            gather=self.acc.gather_for_metrics if self.acc.num_processes > 1 else None,
+        )
+
+    def finish(self) -> None:
+        """Hard masks, physical removal, hooks off, adapters merged."""
+        if self.pruner is not None:
+            self.pruner.finalize(self.optimizer)
+        merge_adapters(self.model)
+        self.model.eval()
+
+
+def _eval_split(task: TaskData) -> str:
+    return "validation" if "validation" in task.splits else "train"
+
+
+def _inference(cfg: AptuneConfig, run: AptRun) -> dict[str, object]:
+    """Time the exported model against the original dense model on real test inputs."""
+    examples = run.task.splits.get("test") or run.task.splits["train"]
+    batch = [examples[i % len(examples)] for i in range(32)]
+    length = cfg.data.max_length
+    inputs = run.tokenizer(
+        [e.text for e in batch],
+        [e.text_pair for e in batch] if run.task.is_pair else None,
+        padding="max_length",
+        truncation=True,
+        max_length=length,
+        return_tensors="pt",
+    )
+    dense, _ = load_model(cfg.model, run.task)
+    dense.to(run.acc.device)
+    dense_ms = inference_ms(dense, dict(inputs))
+    pruned_ms = inference_ms(run.model, dict(inputs))
+    del dense
+    kept = run.family.inventory(run.model).prunable_params()
+    before = run.pruner.initial_params if run.pruner else kept
+    return {
+        "dense_ms": dense_ms,
+        "pruned_ms": pruned_ms,
+        "speedup": dense_ms / pruned_ms,
+        "ideal_speedup": before / kept,
+        "batch_size": 32,
+        "seq_len": length,
+        "dtype": cfg.model.dtype,
+        "device": str(run.acc.device),
+    }
+
+
+def _export(run: AptRun, out: Path, metadata: dict) -> Path:
+    """Write the model directory atomically: build it under a temporary name, then rename."""
+    final = out / "model"
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".model.tmp-"))
+    save_pruned(run.model, tmp, metadata=metadata)
+    run.tokenizer.save_pretrained(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def train(
+    cfg: AptuneConfig,
+    output_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Run APT fine-tuning as configured and export the pruned model; returns where and how it went.
+
+    Writes `model/`, `metrics.json`, `history.jsonl`, `config.yaml` and `report.md` (+ plots) to the
+    output directory (`cfg.train.output_dir` unless `output_dir` is given).
+    """
+    out = check_output_dir(Path(output_dir or cfg.train.output_dir), overwrite)
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    set_seed(cfg.train.seed)
+    task = load_task(cfg.data, seed=cfg.train.seed)
+    model, tokenizer = load_model(cfg.model, task)
+    run = AptRun(cfg, model, tokenizer, task, accelerator)
+    main = accelerator.is_main_process
+    if main:  # every input is valid: only now is anything written
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    history_path = out / "history.jsonl"
+    started = time.perf_counter()
+    last_eval: dict[str, float] = {}
+    bar = tqdm(total=run.total_steps, disable=not (progress and main), desc="aptune", unit="step")
+    with open(history_path, "w", encoding="utf-8") if main else open(os.devnull, "w") as history:
+        step, epoch = 0, 0
+        while step < run.total_steps:
+            for examples in batches(task.splits["train"], cfg.train.batch_size, True, cfg.train.seed, epoch):
+                if step >= run.total_steps:
+                    break
+                terms = run.train_step(examples, step)
+                event = run.after_step(step)
+                step += 1
+                line = None
+                if step % cfg.train.eval_every == 0 or step == run.total_steps:
+                    last_eval = run.evaluate(_eval_split(task))
+                    line = {**run.status(step), **terms, "eval": last_eval}
+                elif step % cfg.train.log_every == 0 or event is not None:
+                    line = {**run.status(step), **terms}
+                if line is not None:
+                    line["elapsed_s"] = time.perf_counter() - started
+                    history.write(json.dumps(line) + "\n")
+                    history.flush()
+                    postfix = {
+                        "loss": f"{terms['loss']:.3f}",
+                        "sparsity": f"{1 - line.get('retained', 1.0):.2f}",
+                    }
+                    if last_eval:
+                        postfix["acc"] = f"{last_eval['accuracy']:.3f}"
+                    bar.set_postfix(postfix)
+                bar.update(1)
+            epoch += 1
+    bar.close()
+    run.finish()
+    train_seconds = time.perf_counter() - started
+    metrics = _final_metrics(cfg, run, train_seconds)
+    model_dir = out / "model"
+    if main:
+        model_dir = _export(
+            run,
+            out,
+            {
+                "task": task.name,
+                "label_names": task.label_names,
+                "max_length": cfg.data.max_length,
+                "is_pair": task.is_pair,
+            },
+        )
+        _atomic_json(out / "metrics.json", metrics)
+        from .report import write_report
+
+        write_report(out)
+    accelerator.wait_for_everyone()
+    return RunResult(output_dir=out, model_dir=model_dir, metrics=metrics)
+
+
+def _final_metrics(cfg: AptuneConfig, run: AptRun, train_seconds: float) -> dict[str, object]:
+    inv = run.family.inventory(run.model)
+    prunable_after = inv.prunable_params()
+    prunable_before = run.pruner.initial_params if run.pruner else prunable_after
+    metrics: dict[str, object] = {
+        "task": run.task.name,
+        "model": cfg.model.name_or_path,
+        "test": run.evaluate("test") if "test" in run.task.splits else {},
+        "validation": run.evaluate("validation") if "validation" in run.task.splits else {},
+        "params": {
+            "total_before": run.total_before,
+            "total_after": sum(p.numel() for p in run.model.parameters()),
+            "prunable_before": prunable_before,
+            "prunable_after": prunable_after,
+        },
+        "sparsity": 1 - prunable_after / prunable_before,
+        "train_seconds": train_seconds,
+        "steps": run.total_steps,
+        "peak_memory_mb": _peak_memory_mb(run.acc.device),
+        "shapes": shapes_dict(inv, run.family.head_dim(run.model)),
+        "initial_shapes": run.initial_shapes,
+        "notes": list(getattr(run.task, "notes", [])),
+        "config": cfg.to_dict(),
+    }
+    metrics["inference"] = _inference(cfg, run)
+    return metrics

