@@ -151,8 +151,8 @@ def test_any_csv_multiclass(tmp_path, tiny_model_dir, files, capsys):
     argv = [
         "train", CONFIG, "--output-dir", str(tmp_path / "run"), "--no-progress", "--set",
         f"data.train_file={train}", f"data.test_file={test}", f"model.name_or_path={tiny_model_dir}",
-        "train.max_steps=12", "train.batch_size=8", "pruning.update_frequency=3", "pruning.mask_decay_rate=0.5",
-        "pruning.start_step=2", "pruning.end_step=8", "data.max_length=32",
+        "train.max_steps=12", "train.batch_size=8", "pruning.update_frequency=3",
+        "pruning.mask_decay_rate=0.5", "pruning.start_step=2", "pruning.end_step=8", "data.max_length=32",
     ]  # fmt: skip
     assert main(argv) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
