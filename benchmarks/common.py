@@ -1,36 +1,64 @@
-"""Shared helpers for the benchmark scripts: a proper timer, machine description, result files."""
+"""Shared helpers for the benchmark scripts: real batches, one-shot plans, machine description, results."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import transformers
 
+from aptune.assets import builtin_model_path
+from aptune.pruner import PruneOptions, Pruner
+from aptune.search import MaskPlan
+from aptune.shrink import shrink_model
+from aptune.train.data import rotten_tomatoes
+
 RESULTS = Path(__file__).parent / "results"
 
 
-def median_ms(fn: Callable[[], object], warmup: int = 3, runs: int = 20) -> float:
-    """Median wall time of `fn()` in milliseconds after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+def minilm(num_labels: int = 2) -> tuple[torch.nn.Module, object]:
+    """The built-in MiniLM as a classifier (eval mode) and its tokenizer."""
+    transformers.logging.set_verbosity_error()
+    path = builtin_model_path("minilm")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+    return model.eval(), transformers.AutoTokenizer.from_pretrained(path)
+
+
+def review_batches(tokenizer, split: str, count: int, size: int = 32, length: int = 64) -> list[dict]:
+    """`count` batches of real Rotten Tomatoes reviews, padded to `length` tokens, with labels."""
+    examples = rotten_tomatoes()[split][: count * size]
+    out = []
+    for start in range(0, len(examples), size):
+        chunk = examples[start : start + size]
+        enc = tokenizer([e.text for e in chunk], padding="max_length", truncation=True, max_length=length,
+                        return_tensors="pt")  # fmt: skip
+        enc["labels"] = torch.tensor([e.label for e in chunk])
+        out.append(dict(enc))
+    return out
+
+
+def salience_pruner(model: torch.nn.Module, batches: list[dict], **options) -> Pruner:
+    """A Pruner whose salience average holds one window over `batches` (hooks removed afterwards)."""
+    pruner = Pruner(model, PruneOptions(mask_decay_rate=1.0, **options))
+    for batch in batches:
+        model.zero_grad()
+        model(**batch).loss.backward()
+    pruner.window_scores()
+    pruner.hooks.remove()
+    model.zero_grad()
+    return pruner
+
+
+def pruned_copy(model: torch.nn.Module, plan: MaskPlan) -> torch.nn.Module:
+    """A physically shrunk deep copy of `model` keeping `plan`'s blocks."""
+    clone = copy.deepcopy(model)
+    shrink_model(clone, plan)
+    return clone.eval()
 
 
 def machine() -> dict[str, object]:

@@ -262,18 +262,19 @@ class AptRun:
         every = self.cfg.pruning.update_frequency
         if is_replan_step(step, self.start, self.end, every) or step == self.end:
             self.pruner.replan(retain_ratio(step, self.start, self.end, self.cfg.pruning.target_sparsity))
-            self._shrink()
+            self.shrink()
             self._grow(step)
-            self._refresh_teacher()
+            self.refresh_teacher()
             if step == self.end:
                 self.pruner.hooks.observer = None  # no more re-plans: stop collecting salience
             return "replan"
-        if step > self.end and (step - self.end) % every == 0 and self._shrink():
-            self._refresh_teacher()
+        if step > self.end and (step - self.end) % every == 0 and self.shrink():
+            self.refresh_teacher()
             return "shrink"
         return None
 
-    def _shrink(self) -> bool:
+    def shrink(self) -> bool:
+        """Remove hard-zero blocks (optimizer state and distillation maps sliced); True if any."""
         plan = self.pruner.shrink(self.optimizer)
         if plan is None:
             return False
@@ -302,7 +303,8 @@ class AptRun:
         apply_growth(self.adapters, new_ranks, self.optimizer)
         self.adapter_budget = budget
 
-    def _refresh_teacher(self) -> None:
+    def refresh_teacher(self) -> None:
+        """Snapshot the trainable weights as the teacher's."""
         if self.distilling:
             self.snapshot = TeacherSnapshot.take(self._trainable())
 
