@@ -91,3 +91,24 @@ def test_minilm_sixty_percent_plan_from_real_reviews(minilm, review_batch, tmp_p
     loaded = load_pruned(tmp_path / "m")
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, masked, rtol=1e-4, atol=1e-5)
+
+
+def test_physical_widths_stay_aligned_when_plans_change(kind):
+    model = tiny_model(kind, hidden_size=64, intermediate_size=64, num_attention_heads=4)
+    pruner = Pruner(model, PruneOptions(mask_decay_rate=1.0, align=8))
+    g = torch.Generator().manual_seed(0)
+    for retain in (0.7, 0.5, 0.35):
+        _observe(model, [tiny_batch(int(torch.randint(100, (1,), generator=g)))])
+        pruner.replan(retain)
+        pruner.shrink()
+        pruner.decay()  # masks reach the new targets; the next shrink removes old/new intersections
+        inv = pruner.inventory()
+        assert all(n % 8 == 0 for n in inv.neurons) and inv.hidden % 8 == 0, inv
+    with torch.no_grad():
+        masked = model(**tiny_batch(9)).logits
+    pruner.finalize()
+    inv = pruner.inventory()
+    assert all(n % 8 == 0 for n in inv.neurons) and inv.hidden % 8 == 0, inv
+    assert all(bool((m > 0).all()) for m in [*pruner.masks.heads, *pruner.masks.neurons, pruner.masks.hidden])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**tiny_batch(9)).logits, masked, rtol=1e-4, atol=1e-5)

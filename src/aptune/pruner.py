@@ -133,13 +133,16 @@ class Pruner:
         """Move every mask one step toward its target."""
         self.masks.step(self.options.mask_decay_rate)
 
-    def shrink(self, optimizer: torch.optim.Optimizer | None = None) -> MaskPlan | None:
+    def shrink(self, optimizer: torch.optim.Optimizer | None = None, align: bool = True) -> MaskPlan | None:
         """Physically remove blocks whose mask and target are both 0.
 
-        Call it right after `replan` (the salience window is per-shape: an unread window is dropped).
-        Returns the keep-plan that was applied, or None when nothing was hard zero.
+        With `align`, a few of them may stay so that the physical widths remain multiples of
+        `options.align`. Call it right after `replan` (the salience window is per-shape: an unread
+        window is dropped). Returns the keep-plan that was applied, or None when nothing was cut.
         """
         plan = self.masks.hard_zero_plan()
+        if align:
+            plan = self._aligned(plan)
         if all(bool(k.all()) for k in [*plan.heads, *plan.neurons, plan.hidden]):
             return None
         records = shrink_model(self.model, plan, self.family)
@@ -150,10 +153,24 @@ class Pruner:
         self.collector.reset()
         return plan
 
+    def _aligned(self, plan: MaskPlan) -> MaskPlan:
+        """Keep a few extra hard-zero blocks so every physical FFN width and the hidden size stay
+        multiples of `align` (the removable set mixes old and new plans and need not be aligned).
+
+        The extra blocks stay hard-masked (mask and target 0) until a later shrink removes them.
+        """
+        a = self.options.align
+        return MaskPlan(
+            heads=plan.heads,
+            neurons=[_round_up(k, a) for k in plan.neurons],
+            hidden=_round_up(plan.hidden, a) if self.options.prune_hidden else plan.hidden,
+            params=plan.params,
+        )
+
     def finalize(self, optimizer: torch.optim.Optimizer | None = None) -> MaskPlan | None:
         """Make the targets hard, remove their blocks, and take the hooks off the model."""
         self.masks.set_hard(self._target_plan())
-        plan = self.shrink(optimizer)
+        plan = self.shrink(optimizer, align=False)  # exactly the (aligned) targets: no zero block may stay
         self.hooks.remove()
         return plan
 
@@ -164,3 +181,15 @@ class Pruner:
             hidden=self.masks.hidden_target > 0.5,
             params=-1,
         )
+
+
+def _round_up(keep: torch.Tensor, align: int) -> torch.Tensor:
+    """`keep` plus the first dropped entries needed to make its count a multiple of `align` (or all)."""
+    count, total = int(keep.sum()), keep.numel()
+    missing = min(total, -(-count // align) * align) - count
+    if missing == 0:
+        return keep
+    extra = (~keep).nonzero().flatten()[:missing]
+    out = keep.clone()
+    out[extra] = True
+    return out
