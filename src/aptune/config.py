@@ -444,7 +444,7 @@ class DistillConfig(_Section):
         default=2.0, metadata=_meta("Softmax temperature of the prediction distillation loss.", _gt(0))
     )
     after_pruning: float = field(
-        default=0.5,
+        default=0.0,
         metadata=_meta(
             "Fraction of the steps after pruning ends that keep distilling (mu = 1); the rest trains on "
             "the task loss only.",
