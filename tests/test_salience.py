@@ -18,17 +18,22 @@ from aptune.search import BlockScores, MaskPlan
 from .conftest import tiny_batch, tiny_model
 
 
-def _collect(model, batches, allreduce=None):
+def _observed(model, allreduce=None):
+    """All-ones mask hooks on `model` with a fresh salience collector as their observer."""
     family = family_for(model)
     inv = family.inventory(model)
     hooks = install_masks(model, family, MaskState.ones(list(inv.heads), list(inv.neurons), inv.hidden))
-    collector = SalienceCollector(allreduce=allreduce)
-    hooks.observer = collector
+    hooks.observer = SalienceCollector(allreduce=allreduce)
+    return hooks
+
+
+def _collect(model, batches, allreduce=None):
+    hooks = _observed(model, allreduce)
     for batch in batches:
         model.zero_grad()
         model(**batch).logits.pow(2).sum().backward()
     hooks.remove()
-    return collector, inv
+    return hooks.observer, family_for(model).inventory(model)
 
 
 def _reference(model, batches):
@@ -103,10 +108,7 @@ def test_frozen_model_still_gets_embedding_site_gradient(kind):
 
 def test_no_grad_passes_are_not_counted(kind):
     model = tiny_model(kind)
-    family = family_for(model)
-    inv = family.inventory(model)
-    hooks = install_masks(model, family, MaskState.ones(list(inv.heads), list(inv.neurons), inv.hidden))
-    hooks.observer = collector = SalienceCollector()
+    collector = _observed(model).observer
     with torch.no_grad():
         model(**tiny_batch())
     assert collector.totals() == {}
@@ -191,10 +193,7 @@ def test_ema_and_keep():
 
 def test_backward_missing_is_reported(kind):
     model = tiny_model(kind)
-    family = family_for(model)
-    inv = family.inventory(model)
-    hooks = install_masks(model, family, MaskState.ones(list(inv.heads), list(inv.neurons), inv.hidden))
-    hooks.observer = collector = SalienceCollector()
+    collector = _observed(model).observer
     model(**tiny_batch())
     with pytest.raises(RuntimeError, match="no backward pass"):
         collector.totals()
