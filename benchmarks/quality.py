@@ -37,6 +37,7 @@ from safetensors.torch import load_model, save_model
 from aptune.adapter import attach_adapters, merge_adapters
 from aptune.config import apply_overrides, load_config
 from aptune.families import family_for
+from aptune.schedule import warmup_linear_factor
 from aptune.shrink import shrink_model
 from aptune.train.data import batches, encode, rotten_tomatoes
 from aptune.train.evaluate import evaluate
@@ -98,10 +99,7 @@ def tune(model, params, tokenizer, examples, steps, lr, eval_examples, eval_ever
     """Plain AdamW loop with linear warm-up/decay on `params`; returns (seconds, val accuracy) points."""
     opt = torch.optim.AdamW(params, lr=lr)
     warmup = round(0.06 * steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)),
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear_factor(s, warmup, steps))
     curve, step, epoch, start = [], 0, 0, time.perf_counter()
     model.train()
     while step < steps:

@@ -187,3 +187,12 @@ def test_replan_steps() -> None:
 def test_replan_rejects_bad_interval() -> None:
     with pytest.raises(ValueError, match="interval"):
         is_replan_step(0, START, END, 0)
+
+
+def test_warmup_linear_factor_rises_then_decays_to_zero():
+    from aptune.schedule import warmup_linear_factor
+
+    values = [warmup_linear_factor(s, 4, 20) for s in range(21)]
+    assert values[:4] == [0.2, 0.4, 0.6, 0.8]
+    assert values[4] == 1.0 and values[20] == 0.0
+    assert all(a >= b for a, b in itertools.pairwise(values[4:]))

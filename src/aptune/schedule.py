@@ -102,3 +102,10 @@ def is_replan_step(step: int, start: int, end: int, every: int) -> bool:
     if every < 1:
         raise ValueError(f"the re-plan interval must be >= 1, got {every}")
     return start <= step <= end and (step - start) % every == 0
+
+
+def warmup_linear_factor(step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier: linear warm-up over `warmup` steps, then linear decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return max(0.0, (total - step) / max(1, total - warmup))

@@ -55,7 +55,7 @@ def slice_param(param: nn.Parameter, dim: int, index: torch.Tensor, records: lis
     records.append(SliceRecord(param, dim, index, old_shape))
 
 
-def _slice_linear(module: nn.Module, index: torch.Tensor, side: str, records: list[SliceRecord]) -> None:
+def slice_linear(module: nn.Module, index: torch.Tensor, side: str, records: list[SliceRecord]) -> None:
     """Keep output rows (`side="out"`) or input columns (`side="in"`) of a plain or adapted linear."""
     base = module.base if isinstance(module, AptLinear) else module
     if side == "out":
@@ -107,13 +107,13 @@ def shrink_model(model: nn.Module, plan: MaskPlan, family: ModelFamily | None = 
         sites = family.layer_sites(model, layer)
         channels = _head_channels(plan.heads[layer], head_dim)
         for proj in (sites.q, sites.k, sites.v):
-            _slice_linear(proj, channels, "out", records)
-        _slice_linear(sites.o, channels, "in", records)
+            slice_linear(proj, channels, "out", records)
+        slice_linear(sites.o, channels, "in", records)
         family.set_layer_heads(model, layer, int(plan.heads[layer].sum()))
         neurons = plan.neurons[layer].nonzero().flatten()
         for proj in sites.ffn_in:
-            _slice_linear(proj, neurons, "out", records)
-        _slice_linear(sites.ffn_out, neurons, "in", records)
+            slice_linear(proj, neurons, "out", records)
+        slice_linear(sites.ffn_out, neurons, "in", records)
     _shrink_hidden(model, family, plan.hidden.nonzero().flatten(), records)
     inventory = family.inventory(model)
     family.update_config(model, inventory)
@@ -130,9 +130,9 @@ def _shrink_hidden(model: nn.Module, family: ModelFamily, keep: torch.Tensor, re
     for norm in family.residual_norms(model):
         _slice_norm(norm, keep, records)
     for reader in family.hidden_readers(model):
-        _slice_linear(reader, keep, "in", records)
+        slice_linear(reader, keep, "in", records)
     for writer in family.hidden_writers(model):
-        _slice_linear(writer, keep, "out", records)
+        slice_linear(writer, keep, "out", records)
 
 
 def _check_plan(inventory: BlockInventory, plan: MaskPlan) -> None:

@@ -39,8 +39,15 @@ from ..errors import AptuneError
 from ..families import family_for, supported_model_types
 from ..growth import AdapterImportance, adapter_params, apply_growth, plan_growth
 from ..pruner import PruneOptions, Pruner
-from ..schedule import distill_weight, is_replan_step, resolve_step, retain_ratio, tuning_budget
-from ..shrink import SliceRecord, save_pruned, shapes_dict, slice_optimizer_state, slice_param
+from ..schedule import (
+    distill_weight,
+    is_replan_step,
+    resolve_step,
+    retain_ratio,
+    tuning_budget,
+    warmup_linear_factor,
+)
+from ..shrink import SliceRecord, save_pruned, shapes_dict, slice_linear, slice_optimizer_state
 from .data import Example, TaskData, batches, encode, load_task
 from .evaluate import evaluate
 from .speed import inference_ms
@@ -188,15 +195,10 @@ class AptRun:
         return torch.optim.AdamW(groups, weight_decay=t.weight_decay)
 
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
-        warmup = round(self.cfg.train.warmup_ratio * self.total_steps)
-        total = self.total_steps
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        warmup, total = round(self.cfg.train.warmup_ratio * self.total_steps), self.total_steps
+        return torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: warmup_linear_factor(s, warmup, total)
+        )
 
     # ---- one step ----------------------------------------------------------------------------
     def mu(self, step: int) -> float:
@@ -285,12 +287,8 @@ class AptRun:
     def _shrink_transforms(self, keep: torch.Tensor) -> None:
         records: list[SliceRecord] = []
         for tr in self.transforms:
-            lin = tr.map
-            slice_param(lin.base.weight, 0, keep, records)
-            slice_param(lin.base.weight, 1, keep, records)
-            slice_param(lin.lora_A, 1, keep, records)
-            slice_param(lin.lora_B, 0, keep, records)
-            lin.base.in_features = lin.base.out_features = keep.numel()
+            slice_linear(tr.map, keep, "out", records)
+            slice_linear(tr.map, keep, "in", records)
         slice_optimizer_state(self.optimizer, records)
 
     def _grow(self, step: int) -> None:
