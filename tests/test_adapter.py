@@ -5,7 +5,7 @@ from torch import nn
 from aptune.adapter import AptLinear, attach_adapters, find_adapters, merge_adapters
 from aptune.families import family_for
 
-from .conftest import needs_minilm, tiny_batch, tiny_model
+from .conftest import DECODERS, needs_minilm, tiny_batch, tiny_model
 
 
 def _linear(seed=0, d_in=12, d_out=10):
@@ -79,7 +79,8 @@ def test_model_adapters_init_growth_merge(kind):
     ref, init, trained, grown, merged, n_merged, n = _adapted_outputs(
         model, tiny_batch(), ("query", "key", "value", "output"), ("intermediate", "output")
     )
-    assert n == 3 * 6 and n_merged == n
+    per_layer = 7 if kind in DECODERS else 6  # decoders adapt gate and up for "intermediate"
+    assert n == 3 * per_layer and n_merged == n
     torch.testing.assert_close(init, ref, rtol=0, atol=0)
     assert not torch.allclose(trained, ref)
     torch.testing.assert_close(grown, trained, rtol=1e-5, atol=1e-6)

@@ -53,10 +53,12 @@ def test_growth_keeps_model_output_and_pads_optimizer_state(kind):
     n_before = adapter_params(adapters)
     grown = apply_growth(adapters, {name: 10}, opt)
     assert grown == 1 and adapters[name].rank == 10
-    assert adapter_params(adapters) == n_before + 6 * (32 + 32)
+    base = adapters[name].base
+    d_out = base.out_features
+    assert adapter_params(adapters) == n_before + 6 * (base.in_features + d_out)
     torch.testing.assert_close(model(**batch).logits, before, rtol=1e-5, atol=1e-6)
     state_b = opt.state[adapters[name].lora_B]["exp_avg"]
-    assert state_b.shape == (32, 10)
+    assert state_b.shape == (d_out, 10)
     torch.testing.assert_close(state_b[:, :4], old_b)
     assert torch.count_nonzero(state_b[:, 4:]) == 0
     opt.zero_grad()

@@ -17,7 +17,7 @@ def _observe(model, batches, labels=None):
 
 
 def test_replan_decay_shrink_cycle(kind):
-    model = tiny_model(kind, hidden_size=64, intermediate_size=64, num_attention_heads=4)
+    model = tiny_model(kind, hidden_size=64, intermediate_size=64)
     adapters = attach_adapters([], 4, 8)
     assert adapters == {}
     pruner = Pruner(model, PruneOptions(mask_decay_rate=0.5, align=8))
@@ -94,7 +94,7 @@ def test_minilm_sixty_percent_plan_from_real_reviews(minilm, review_batch, tmp_p
 
 
 def test_physical_widths_stay_aligned_when_plans_change(kind):
-    model = tiny_model(kind, hidden_size=64, intermediate_size=64, num_attention_heads=4)
+    model = tiny_model(kind, hidden_size=64, intermediate_size=64)
     pruner = Pruner(model, PruneOptions(mask_decay_rate=1.0, align=8))
     g = torch.Generator().manual_seed(0)
     for retain in (0.7, 0.5, 0.35):

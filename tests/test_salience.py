@@ -60,8 +60,11 @@ def _reference(model, batches):
         sites = family.layer_sites(model, layer)
         handles.append(sites.o.register_forward_pre_hook(keep_input(("head", layer))))
         handles.append(sites.ffn_out.register_forward_pre_hook(keep_input(("neuron", layer))))
-    for i, norm in enumerate(family.residual_norms(model)):
-        handles.append(norm.register_forward_hook(keep_output(("hidden", i))))
+    hidden_sites = (
+        family.residual_norms(model) if family.norm_writes_residual else family.residual_writers(model)
+    )
+    for i, site in enumerate(hidden_sites):
+        handles.append(site.register_forward_hook(keep_output(("hidden", i))))
     sums = {}
     for batch in batches:
         captured.clear()
@@ -80,11 +83,9 @@ def test_hook_salience_equals_formula_from_full_tensors(kind):
     model.requires_grad_(True)  # so that every activation has a gradient in the reference
     batches = [tiny_batch(0), tiny_batch(1, batch=2, length=9)]
     collector, inv = _collect(model, batches)
-    scores = block_scores(
-        collector.totals(), inv.heads, inv.neurons, inv.hidden, family_for(model).head_dim(model)
-    )
+    d_h = family_for(model).head_unit(model).qo
+    scores = block_scores(collector.totals(), inv.heads, inv.neurons, inv.hidden, d_h)
     ref = _reference(model, batches)
-    d_h = family_for(model).head_dim(model)
     for layer, n in enumerate(inv.heads):
         act, grad = ref[("head", layer)]
         expected = (act * grad).view(n, d_h).sum(1)
@@ -99,7 +100,8 @@ def test_hook_salience_equals_formula_from_full_tensors(kind):
 def test_frozen_model_still_gets_embedding_site_gradient(kind):
     model = tiny_model(kind)
     model.requires_grad_(False)
-    model.classifier.requires_grad_(True)
+    for head in family_for(model).task_head(model):
+        head.requires_grad_(True)
     collector, _ = _collect(model, [tiny_batch()])
     totals = collector.totals()
     assert totals[("hidden", 0)].grad.abs().sum() > 0
@@ -160,14 +162,14 @@ def test_outlier_terms_add_to_heads_and_neurons_only(kind):
     collector, inv = _collect(model, [tiny_batch()])
     family = family_for(model)
     totals = collector.totals()
-    base = block_scores(totals, inv.heads, inv.neurons, inv.hidden, family.head_dim(model))
+    base = block_scores(totals, inv.heads, inv.neurons, inv.hidden, family.head_unit(model).qo)
     layers = [family.layer_sites(model, i) for i in range(len(inv.heads))]
     full = add_outlier_terms(
         base,
         totals,
         [s.o.weight for s in layers],
         [s.ffn_out.weight for s in layers],
-        family.head_dim(model),
+        family.head_unit(model).qo,
         1.0,
     )
     assert all((f >= b).all() for f, b in zip(full.heads, base.heads, strict=True))

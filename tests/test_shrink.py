@@ -124,7 +124,8 @@ def test_optimizer_state_of_surviving_entries_is_kept(kind):
     plan = _random_plan(family_for(model).inventory(model), seed=11)
     records = shrink_model(model, plan)
     slice_optimizer_state(opt, records)
-    channels = torch.cat([torch.arange(h * 8, h * 8 + 8) for h in plan.heads[0].nonzero().flatten()])
+    w = family_for(model).head_unit(model).qo
+    channels = torch.cat([torch.arange(h * w, h * w + w) for h in plan.heads[0].nonzero().flatten()])
     torch.testing.assert_close(opt.state[a.lora_B]["exp_avg"], before_b[channels])
     torch.testing.assert_close(opt.state[a.lora_A]["exp_avg_sq"], before_a[:, plan.hidden])
     model.zero_grad()

@@ -7,9 +7,11 @@ that a `ModelFamily` names (no model code is copied):
 
 * head mask: scales each head's context vector at the input of the attention output projection;
 * neuron mask: scales the FFN activation at the input of the FFN output projection;
-* hidden mask: scales the residual stream at the outputs of the norms that write it; those norms
-  compute their statistics over the retained (mask > 0) dimensions only, so a hard-masked model and
-  its physically shrunk copy give the same outputs.
+* hidden mask: scales every write to the residual stream. Post-norm models (BERT) write it through
+  their norms, so the mask scales the norms' outputs; pre-norm models (LLaMA) write it through the
+  embedding and the attention / FFN output projections, so the mask scales those outputs. Either
+  way every norm over the hidden dimension computes its statistics over the retained (mask > 0)
+  dimensions only, so a hard-masked model and its physically shrunk copy give the same outputs.
 
 Every site can report its pre-mask activation and post-mask output to an observer (salience
 collection) through `SiteObserver`.
@@ -150,6 +152,22 @@ def masked_layer_norm(x: torch.Tensor, norm: nn.LayerNorm, keep: torch.Tensor) -
     return out
 
 
+def masked_rms_norm(x: torch.Tensor, norm: nn.Module, keep: torch.Tensor) -> torch.Tensor:
+    """RMSNorm (LLaMA / T5 style, statistics in fp32) whose mean square uses only the `keep` dims.
+
+    x: (..., d); keep: (d,) bool. `norm` has `weight` and `variance_epsilon` (or `eps`).
+    """
+    keep_f = keep.to(torch.float32)  # (d,)
+    h = x.to(torch.float32)  # (..., d)
+    var = (h * keep_f).pow(2).sum(-1, keepdim=True) / keep_f.sum()  # (..., 1)
+    eps = getattr(norm, "variance_epsilon", None)
+    out = h * torch.rsqrt(var + (norm.eps if eps is None else eps))  # (..., d)
+    return norm.weight * out.to(x.dtype)
+
+
+_MASKED_NORMS = {"layer": masked_layer_norm, "rms": masked_rms_norm}
+
+
 @dataclass
 class MaskHooks:
     """Handles of the installed mask hooks; `remove()` restores the unhooked model."""
@@ -195,19 +213,38 @@ def _channel_hook(state: MaskState, hooks: MaskHooks, key: SiteKey, width: int):
     return hook
 
 
-def _norm_hook(state: MaskState, hooks: MaskHooks, key: SiteKey):
-    """Forward hook re-normalising over retained hidden dims and scaling by the hidden mask."""
+def _norm_hook(state: MaskState, hooks: MaskHooks, key: SiteKey, norm_fn, scale: bool):
+    """Forward hook re-normalising over retained hidden dims; with `scale`, the norm writes the
+    residual stream (post-norm): its output is scaled by the hidden mask and observed."""
 
-    def hook(module: nn.LayerNorm, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         if not state.enabled:
             return None
         mask = state.hidden
         full = _is_full(mask)
-        if full and hooks.observer is None:
+        if full and (hooks.observer is None or not scale):
             return None
-        pre = output if full else masked_layer_norm(args[0], module, mask > 0)  # (B, T, d)
+        pre = output if full else norm_fn(args[0], module, mask > 0)  # (B, T, d)
+        if not scale:
+            return pre
         out = pre * mask.to(pre.dtype)  # (B, T, d)
         _observe(hooks, key, pre, out)
+        return out
+
+    return hook
+
+
+def _write_hook(state: MaskState, hooks: MaskHooks, key: SiteKey):
+    """Forward hook scaling a residual-stream write (pre-norm models) by the hidden mask."""
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if not state.enabled:
+            return None
+        mask = state.hidden
+        if _is_full(mask) and hooks.observer is None:
+            return None
+        out = output * mask.to(output.dtype)  # (B, T, d)
+        _observe(hooks, key, output, out)
         return out
 
     return hook
@@ -216,19 +253,24 @@ def _norm_hook(state: MaskState, hooks: MaskHooks, key: SiteKey):
 def install_masks(model: nn.Module, family, state: MaskState) -> MaskHooks:
     """Install hooks that apply `state` to `model` at the sites `family` names.
 
-    Install after adapters are attached: the hooks sit on the attention/FFN output projections and
-    on the residual norms, and survive physical shrinking (modules are sliced in place).
+    Install after adapters are attached: the hooks sit on the attention/FFN output projections, on
+    the hidden-dimension norms and on the residual writers, and survive physical shrinking (modules
+    are sliced in place). Hidden-salience sites are numbered ("hidden", i) in forward order.
     """
     hooks = MaskHooks(handles=[])
-    head_dim = family.head_dim(model)
+    width = family.head_unit(model).qo
     for layer in range(family.num_layers(model)):
         sites = family.layer_sites(model, layer)
         hooks.handles.append(
-            sites.o.register_forward_pre_hook(_channel_hook(state, hooks, ("head", layer), head_dim))
+            sites.o.register_forward_pre_hook(_channel_hook(state, hooks, ("head", layer), width))
         )
         hooks.handles.append(
             sites.ffn_out.register_forward_pre_hook(_channel_hook(state, hooks, ("neuron", layer), 1))
         )
+    norm_fn, scale = _MASKED_NORMS[family.norm_kind], family.norm_writes_residual
     for i, norm in enumerate(family.residual_norms(model)):
-        hooks.handles.append(norm.register_forward_hook(_norm_hook(state, hooks, ("hidden", i))))
+        hook = _norm_hook(state, hooks, ("hidden", i), norm_fn, scale)
+        hooks.handles.append(norm.register_forward_hook(hook))
+    for i, writer in enumerate(family.residual_writers(model)):
+        hooks.handles.append(writer.register_forward_hook(_write_hook(state, hooks, ("hidden", i))))
     return hooks

@@ -8,6 +8,7 @@ drives it; it can also be used for one-shot pruning from calibration batches.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -91,8 +92,8 @@ class Pruner:
         """Fold the salience window into the moving average, start a new window, return the average."""
         totals = self.collector.totals()
         inv = self.inventory()
-        head_dim = self.family.head_dim(self.model)
-        scores = block_scores(totals, inv.heads, inv.neurons, inv.hidden, head_dim)
+        width = self.family.head_unit(self.model).qo
+        scores = block_scores(totals, inv.heads, inv.neurons, inv.hidden, width)
         if self.options.use_kurtosis and self.options.kurtosis_weight > 0:
             sites = [self.family.layer_sites(self.model, i) for i in range(inv.num_layers)]
             scores = add_outlier_terms(
@@ -100,7 +101,7 @@ class Pruner:
                 totals,
                 [effective_weight(s.o) for s in sites],
                 [effective_weight(s.ffn_out) for s in sites],
-                head_dim,
+                width,
                 self.options.kurtosis_weight,
             )
         self.collector.reset()
@@ -111,7 +112,7 @@ class Pruner:
         if self.ema.value is None:
             raise RuntimeError("no salience yet: run forward/backward passes, then window_scores()")
         o = self.options
-        return plan_masks(
+        plan = plan_masks(
             self.inventory(),
             self.ema.value,
             int(retain_ratio * self.initial_params),
@@ -121,6 +122,21 @@ class Pruner:
             prune_hidden=o.prune_hidden,
             uniform_layers=o.uniform_layers,
         )
+        return self._stock_hidden(plan) if o.uniform_layers and o.prune_hidden else plan
+
+    def _stock_hidden(self, plan: MaskPlan) -> MaskPlan:
+        """Drop the least salient kept hidden dims until the hidden size is a multiple of what a
+        stock checkpoint of the family needs (and of `align`); the plan only gets smaller."""
+        step = math.lcm(self.options.align, self.family.stock_hidden_multiple(self.model, plan.kept_heads[0]))
+        kept = plan.hidden.nonzero().flatten()  # (d',)
+        target = max(step, plan.kept_hidden // step * step)
+        if target >= kept.numel():
+            return plan
+        order = self.ema.value.hidden[kept.cpu()].argsort(descending=True)  # (d',)
+        hidden = torch.zeros_like(plan.hidden)
+        hidden[kept[order[:target]]] = True
+        params = self.inventory().prunable_params(plan.kept_heads, plan.kept_neurons, target)
+        return MaskPlan(heads=plan.heads, neurons=plan.neurons, hidden=hidden, params=params)
 
     def replan(self, retain_ratio: float) -> MaskPlan:
         """Score the window, plan for `retain_ratio`, and make the plan the masks' new targets."""

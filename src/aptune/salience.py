@@ -119,15 +119,15 @@ def block_scores(
     heads: tuple[int, ...],
     neurons: tuple[int, ...],
     hidden: int,
-    head_dim: int,
+    head_width: int,
 ) -> BlockScores:
     """Activation-gradient salience S~ of every block from one window's site totals.
 
-    Heads sum their `head_dim` channels; hidden dims sum over every hidden site. Sites that saw no
+    Heads sum their `head_width` channels; hidden dims sum over every hidden site. Sites that saw no
     data score 0.
     """
     head_scores = [
-        _product(totals.get(("head", layer)), n * head_dim).view(n, head_dim).sum(1)  # (n_h,)
+        _product(totals.get(("head", layer)), n * head_width).view(n, head_width).sum(1)  # (n_h,)
         for layer, n in enumerate(heads)
     ]
     neuron_scores = [_product(totals.get(("neuron", layer)), n) for layer, n in enumerate(neurons)]
@@ -143,17 +143,17 @@ def add_outlier_terms(
     totals: dict[SiteKey, SiteTotals],
     head_out_weights: list[torch.Tensor],
     neuron_out_weights: list[torch.Tensor],
-    head_dim: int,
+    head_width: int,
     weight: float,
 ) -> BlockScores:
     """Add `weight * sqrt(Kurt(O))` to head and neuron scores (hidden dims have no output projection).
 
-    head_out_weights[l]: (d, n_h^l * head_dim) attention output projection of layer l;
+    head_out_weights[l]: (d, n_h^l * head_width) attention output projection of layer l;
     neuron_out_weights[l]: (d, n_f^l) FFN output projection.
     """
     heads, neurons = [], []
     for layer, (s, w) in enumerate(zip(scores.heads, head_out_weights, strict=True)):
-        heads.append(s + weight * _outlier(totals.get(("head", layer)), w, head_dim))
+        heads.append(s + weight * _outlier(totals.get(("head", layer)), w, head_width))
     for layer, (s, w) in enumerate(zip(scores.neurons, neuron_out_weights, strict=True)):
         neurons.append(s + weight * _outlier(totals.get(("neuron", layer)), w, 1))
     return BlockScores(heads=heads, neurons=neurons, hidden=scores.hidden)

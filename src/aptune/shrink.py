@@ -80,9 +80,9 @@ def _slice_norm(norm: nn.Module, index: torch.Tensor, records: list[SliceRecord]
         norm.normalized_shape = (index.numel(),)
 
 
-def _head_channels(keep: torch.Tensor, head_dim: int) -> torch.Tensor:
-    heads = keep.nonzero().flatten()  # (n_kept,)
-    return (heads[:, None] * head_dim + torch.arange(head_dim, device=heads.device)).flatten()
+def _head_channels(keep: torch.Tensor, width: int) -> torch.Tensor:
+    units = keep.nonzero().flatten()  # (n_kept,)
+    return (units[:, None] * width + torch.arange(width, device=units.device)).flatten()  # (n_kept * width,)
 
 
 def _ensure_base_config(model: nn.Module) -> None:
@@ -102,13 +102,15 @@ def shrink_model(model: nn.Module, plan: MaskPlan, family: ModelFamily | None = 
     _check_plan(family.inventory(model), plan)
     _ensure_base_config(model)
     records: list[SliceRecord] = []
-    head_dim = family.head_dim(model)
+    head_dim, unit = family.head_dim(model), family.head_unit(model)
     for layer in range(family.num_layers(model)):
         sites = family.layer_sites(model, layer)
-        channels = _head_channels(plan.heads[layer], head_dim)
-        for proj in (sites.q, sites.k, sites.v):
-            slice_linear(proj, channels, "out", records)
-        slice_linear(sites.o, channels, "in", records)
+        qo = _head_channels(plan.heads[layer], unit.qo)
+        kv = _head_channels(plan.heads[layer], unit.kv)
+        slice_linear(sites.q, qo, "out", records)
+        slice_linear(sites.k, kv, "out", records)
+        slice_linear(sites.v, kv, "out", records)
+        slice_linear(sites.o, qo, "in", records)
         family.set_layer_heads(model, layer, int(plan.heads[layer].sum()))
         neurons = plan.neurons[layer].nonzero().flatten()
         for proj in sites.ffn_in:
@@ -197,6 +199,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Merge adapters and write `model.safetensors`, `config.json` and `aptune.json` to `directory`.
 
+    `load_pruned` reads every such directory. When `is_stock(model)` (LLaMA-family models pruned
+    with `uniform_layers`), the directory is also a stock checkpoint that
+    `transformers.AutoModel*.from_pretrained` loads without aptune.
+
     Each file is written to a temporary name and renamed into place, `aptune.json` last, so a
     directory with an `aptune.json` always holds a complete model. Returns the directory.
     """
@@ -210,7 +216,7 @@ def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict |
     model.config.aptune["shapes"] = shapes
     fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
     os.close(fd)
-    save_model(model, tmp)
+    save_model(model, tmp, metadata={"format": "pt"})
     os.replace(tmp, out / WEIGHTS_NAME)
     _atomic_write_text(out / "config.json", model.config.to_json_string())
     meta = {
@@ -219,12 +225,23 @@ def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict |
         "family": family.name,
         "architecture": type(model).__name__,
         "shapes": shapes,
+        "stock_checkpoint": is_stock(model, family),
         "prunable_params": inventory.prunable_params(),
         "total_params": sum(p.numel() for p in model.parameters()),
         "metadata": metadata or {},
     }
     _atomic_write_text(out / META_NAME, json.dumps(meta, indent=2))
     return out
+
+
+def is_stock(model: nn.Module, family: ModelFamily | None = None) -> bool:
+    """True when `model`'s config fully describes its shapes, so stock transformers can load it
+    (`from_pretrained`) without aptune: a family with stock export and equal shapes in every layer."""
+    family = family or family_for(model)
+    inv = family.inventory(model)
+    if not family.stock_export or len(set(inv.heads)) > 1 or len(set(inv.neurons)) > 1:
+        return False
+    return inv.hidden % family.stock_hidden_multiple(model, inv.heads[0]) == 0
 
 
 def _read_meta(directory: Path) -> dict:
@@ -254,19 +271,30 @@ def _model_class(name: str) -> type:
     return cls
 
 
-def load_pruned(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a model written by `save_pruned`, rebuilding its per-layer shapes; returns it in eval mode."""
-    path = Path(directory)
-    meta = _read_meta(path)
-    config = transformers.AutoConfig.from_pretrained(path)
-    aptune = getattr(config, "aptune", None)
-    if not isinstance(aptune, dict) or "base_config" not in aptune:
+def _base_config(path: Path) -> transformers.PretrainedConfig:
+    """The unpruned model's config recorded in `config.json` (read as JSON: the pruned shapes in
+    its top-level fields need not satisfy transformers' validation, e.g. per-layer head counts)."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelDirError(f"{path / 'config.json'} is missing or not valid JSON ({exc})") from exc
+    aptune = config.get("aptune") if isinstance(config, dict) else None
+    if not isinstance(aptune, dict) or not isinstance(aptune.get("base_config"), dict):
         raise ModelDirError(
             f"{path / 'config.json'} lacks the 'aptune.base_config' entry written by save_pruned"
         )
     base = copy.deepcopy(aptune["base_config"])
-    base_config = type(config).from_dict(base)
-    model = _model_class(meta["architecture"])(base_config)
+    model_type = base.get("model_type")
+    if model_type not in transformers.CONFIG_MAPPING:
+        raise ModelDirError(f"unknown model type {model_type!r} in {path / 'config.json'}")
+    return transformers.CONFIG_MAPPING[model_type].from_dict(base)
+
+
+def load_pruned(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a model written by `save_pruned`, rebuilding its per-layer shapes; returns it in eval mode."""
+    path = Path(directory)
+    meta = _read_meta(path)
+    model = _model_class(meta["architecture"])(_base_config(path))
     family = family_for(model)
     shrink_model(model, _first_k_plan(family.inventory(model), meta["shapes"]), family)
     missing, unexpected = load_model(model, path / WEIGHTS_NAME, strict=False)

@@ -4,7 +4,12 @@ import transformers
 
 from aptune.families import BERT, family_for
 
-from ..conftest import TINY, needs_minilm, tiny_model
+from ..conftest import ENCODERS, TINY, needs_minilm, tiny_model
+
+
+@pytest.fixture(params=ENCODERS)
+def kind(request) -> str:
+    return request.param
 
 
 def test_inventory_reads_shapes_from_config(kind):
@@ -53,7 +58,7 @@ def test_bare_backbone_is_supported():
 
 def test_unsupported_model_type_names_supported_ones():
     model = transformers.GPT2Model(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
-    with pytest.raises(ValueError, match=r"unsupported model type 'gpt2'.*bert, roberta"):
+    with pytest.raises(ValueError, match=r"unsupported model type .gpt2.*bert, llama"):
         family_for(model)
 
 

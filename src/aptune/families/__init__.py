@@ -1,11 +1,22 @@
 """Model families: the only place that knows transformers' module names."""
 
-from .base import AdapterSlot, LayerSites, ModelFamily, family_for, register_family, supported_model_types
+from .base import (
+    AdapterSlot,
+    HeadUnit,
+    LayerSites,
+    ModelFamily,
+    family_for,
+    register_family,
+    supported_model_types,
+)
 from .bert import BERT
+from .llama import LLAMA
 
 __all__ = [
     "BERT",
+    "LLAMA",
     "AdapterSlot",
+    "HeadUnit",
     "LayerSites",
     "ModelFamily",
     "family_for",

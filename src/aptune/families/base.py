@@ -29,6 +29,20 @@ class LayerSites:
     attention: nn.Module
 
 
+@dataclass(frozen=True)
+class HeadUnit:
+    """Channels of one prunable attention unit.
+
+    `qo` channels in the query projection's output and the attention output projection's input,
+    `kv` channels in the key and value projections' outputs. Multi-head attention: both are the
+    head size. Grouped-query attention prunes whole KV groups: `qo = group_size * head_dim`,
+    `kv = head_dim`, so every layer keeps the same number of query heads per KV head.
+    """
+
+    qo: int
+    kv: int
+
+
 @dataclass
 class AdapterSlot:
     """A linear layer that can receive an adapter: `getattr(parent, attr)`."""
@@ -43,6 +57,13 @@ class ModelFamily(ABC):
 
     name: str = ""
     model_types: tuple[str, ...] = ()
+    norm_kind: str = "layer"
+    """Statistics of the hidden-dimension norms: "layer" (mean and variance) or "rms"."""
+    norm_writes_residual: bool = True
+    """True for post-norm models (BERT): the norms' outputs are the residual stream, so the hidden
+    mask scales them. False for pre-norm models: `residual_writers` carry the hidden mask."""
+    stock_export: bool = False
+    """True when a pruned model with equal shapes in every layer is a stock transformers checkpoint."""
 
     def supports(self, model: nn.Module) -> bool:
         """True when this family knows `model`'s architecture."""
@@ -60,9 +81,19 @@ class ModelFamily(ABC):
     def layer_sites(self, model: nn.Module, layer: int) -> LayerSites:
         """The prunable modules of `layer`."""
 
+    def head_unit(self, model: nn.Module) -> HeadUnit:
+        """Channels of one prunable attention unit (one head for multi-head attention)."""
+        return HeadUnit(qo=self.head_dim(model), kv=self.head_dim(model))
+
     @abstractmethod
     def residual_norms(self, model: nn.Module) -> list[nn.Module]:
-        """Norms whose outputs are the residual stream (hidden-mask sites), embedding norm first."""
+        """Norms over the hidden dimension, in forward order: sliced with it, and computing their
+        statistics over the retained dimensions while hidden dimensions are masked."""
+
+    def residual_writers(self, model: nn.Module) -> list[nn.Module]:
+        """Modules whose outputs are added to the residual stream (hidden-mask and hidden-salience
+        sites of pre-norm models: embedding, attention and FFN output projections)."""
+        return []
 
     @abstractmethod
     def hidden_embeddings(self, model: nn.Module) -> list[nn.Embedding]:
@@ -92,24 +123,29 @@ class ModelFamily(ABC):
     def task_head(self, model: nn.Module) -> list[nn.Module]:
         """Task-specific modules trained in full (classifier); empty for a bare backbone."""
 
+    def stock_hidden_multiple(self, model: nn.Module, head_units: int) -> int:
+        """What a stock checkpoint's hidden size must be a multiple of when every layer keeps
+        `head_units` head units (1: no constraint)."""
+        return 1
+
     def ffn_neuron_cost(self) -> int:
         """Parameters per FFN neuron per hidden dim (2 for up/down, 3 for gated)."""
         return 2
 
     def inventory(self, model: nn.Module) -> BlockInventory:
         """Current prunable blocks of `model`, read from its modules."""
-        head_dim = self.head_dim(model)
+        unit = self.head_unit(model)
         heads, neurons = [], []
         for layer in range(self.num_layers(model)):
             sites = self.layer_sites(model, layer)
-            heads.append(sites.o.in_features // head_dim)
+            heads.append(sites.o.in_features // unit.qo)
             neurons.append(sites.ffn_out.in_features)
         hidden = self.hidden_embeddings(model)[0].embedding_dim
         return BlockInventory(
             heads=tuple(heads),
             neurons=tuple(neurons),
             hidden=hidden,
-            head_cost=4 * head_dim,
+            head_cost=2 * (unit.qo + unit.kv),
             neuron_cost=self.ffn_neuron_cost(),
         )
 
