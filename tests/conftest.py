@@ -158,6 +158,22 @@ def tiny_model_dir(tmp_path_factory, minilm_dir) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, minilm_dir) -> str:
+    """A tiny random GQA LLaMA causal LM saved like a hub model, with the real MiniLM tokenizer given
+    an EOS token (fast causal-LM loop tests)."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    tokenizer.eos_token = "[SEP]"
+    config_cls, model_cls, defaults = FAMILIES["llama-gqa"]
+    overrides = {"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 96}
+    config = config_cls(**{**TINY, **defaults, **overrides, "tie_word_embeddings": True})
+    torch.manual_seed(0)
+    model_cls(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
 def write_csv(path, rows, header=("text", "label")) -> str:
     """Write rows as a CSV file with a header; returns the path as a string."""
     import csv

@@ -9,11 +9,13 @@ from pathlib import Path
 import transformers
 from torch import nn
 
-from .config import DataConfig
+from .config import AptuneConfig, DataConfig
 from .families import family_for
 from .shrink import META_NAME, load_pruned
 from .train.data import DataError, load_labelled_file, load_task
 from .train.evaluate import evaluate
+from .train.lm_tasks import classification_prompts, perplexity, read_alpaca, read_text_blocks
+from .train.objective import CausalLm, load_objective
 
 
 def load_model_dir(model_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, object, dict]:
@@ -33,9 +35,16 @@ def evaluate_model(
     label_column: str = "label",
     batch_size: int = 64,
 ) -> dict[str, float]:
-    """Accuracy, macro-F1, MCC and loss of an exported model on a labelled file or a named task split."""
+    """Metrics of an exported model on a labelled file or a named task split.
+
+    Classifiers and causal LMs trained for classification report accuracy, macro-F1, MCC and loss;
+    causal LMs trained on instructions or text report perplexity on an Alpaca JSON/JSONL file, a
+    text file, or a split of the built-in `hamlet` task.
+    """
     model, tokenizer, meta = load_model_dir(model_dir)
     info = meta.get("metadata", {})
+    if info.get("objective") == "CausalLm" and not info.get("choices"):
+        return _evaluate_lm(model, tokenizer, data, split, batch_size, int(info.get("max_length", 128)))
     label_names = info.get("label_names") or [
         model.config.id2label[i] for i in range(model.config.num_labels)
     ]
@@ -56,7 +65,40 @@ def evaluate_model(
                 f"({', '.join(label_names)}); evaluate on data with the labels the model was trained on"
             )
         examples = task.splits[split]
-    return evaluate(model, tokenizer, examples, batch_size, int(info.get("max_length", 128)))
+    max_length = int(info.get("max_length", 128))
+    if info.get("objective") == "CausalLm":
+        return _evaluate_choices(model, tokenizer, examples, info, batch_size, max_length)
+    return evaluate(model, tokenizer, examples, batch_size, max_length)
+
+
+def _evaluate_choices(model, tokenizer, examples, info: dict, batch_size: int, max_length: int) -> dict:
+    """Classification as generation: score the label words after the model's prompt template."""
+    words = [c[1:] for c in info["choices"]]
+    prompts = classification_prompts(examples, words, info["prompt_template"])
+    objective = CausalLm("eval", {"eval": prompts}, choices=info["choices"])
+    return objective.evaluate(model, tokenizer, "eval", batch_size, max_length)
+
+
+def _evaluate_lm(model, tokenizer, data: str, split: str, batch_size: int, max_length: int) -> dict:
+    """Perplexity on an Alpaca JSON / JSONL file, a text file, or a split of the built-in Hamlet."""
+    path = Path(data)
+    if path.suffix in (".json", ".jsonl"):
+        examples = read_alpaca(path)
+    elif path.exists():
+        examples = read_text_blocks(path, DataConfig().block_chars)
+    else:
+        cfg = AptuneConfig.from_dict(
+            {"model": {"head": "causal-lm"}, "data": {"task": data, "task_type": "language-modeling"}}
+        )
+        examples = load_objective(cfg).splits[split]
+    return perplexity(model, tokenizer, examples, max_length, batch_size)
+
+
+def _group_note(base: dict) -> list[str]:
+    kv, heads = base.get("num_key_value_heads"), base["num_attention_heads"]
+    if not kv or kv == heads:
+        return []
+    return [f"grouped-query attention: each head unit is one KV head with its {heads // kv} query heads"]
 
 
 def model_info(model_dir: str | Path) -> str:
@@ -65,10 +107,12 @@ def model_info(model_dir: str | Path) -> str:
     family = family_for(model)
     inv = family.inventory(model)
     base = model.config.aptune["base_config"]
-    heads0, neurons0 = base["num_attention_heads"], base["intermediate_size"]
+    heads0 = base.get("num_key_value_heads") or base["num_attention_heads"]
+    neurons0 = base["intermediate_size"]
     lines = [
         f"{Path(model_dir)}: {type(model).__name__} ({family.name} family)",
         f"hidden size {inv.hidden} / {base['hidden_size']}, head dim {family.head_dim(model)}",
+        *_group_note(base),
         "",
         "| layer | heads | FFN neurons |",
         "|---|---|---|",

@@ -23,9 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--set",
         nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="override config keys, e.g. --set pruning.target_sparsity=0.4 train.max_steps=200",
+        help="override config keys (repeatable), e.g. --set pruning.target_sparsity=0.4 train.max_steps=200",
     )
     train.add_argument("--output-dir", help="where to write results (default: train.output_dir)")
     train.add_argument("--overwrite", action="store_true", help="replace results in a non-empty output dir")
@@ -59,12 +60,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = apply_overrides(load_config(args.config), args.set)
     result = train(cfg, args.output_dir, overwrite=args.overwrite, progress=not args.no_progress)
     m = result.metrics
-    print(
-        f"test accuracy {m['test'].get('accuracy', float('nan')):.4f} | sparsity {m['sparsity']:.3f} | "
-        f"params {m['params']['total_before']:,} -> {m['params']['total_after']:,} | "
-        f"speed-up {m['inference']['speedup']:.2f}x (ideal {m['inference']['ideal_speedup']:.2f}x) | "
-        f"{m['train_seconds']:.0f} s"
-    )
+    metric = m.get("metric", "accuracy")
+    parts = [
+        f"test {metric} {m['test'].get(metric, float('nan')):.4f}",
+        f"sparsity {m['sparsity']:.3f}",
+        f"params {m['params']['total_before']:,} -> {m['params']['total_after']:,}",
+    ]
+    if "inference" in m:
+        speed = m["inference"]
+        parts.append(f"speed-up {speed['speedup']:.2f}x (ideal {speed['ideal_speedup']:.2f}x)")
+    print(" | ".join([*parts, f"{m['train_seconds']:.0f} s"]))
     out = result.output_dir
     print(f"results in {out} (model: {result.model_dir}, report: {out / 'report.md'})")
     return 0

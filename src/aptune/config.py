@@ -315,7 +315,8 @@ class ModelConfig(_Section):
     name_or_path: str = field(
         default="builtin:minilm",
         metadata=_meta(
-            "Hub model name, local model directory, or 'builtin:minilm' / 'builtin:smollm2'.", _NON_EMPTY
+            "Hub model name, local model directory, or 'builtin:minilm' (BERT) / 'builtin:smollm2' (LLaMA).",
+            _NON_EMPTY,
         ),
     )
     num_labels: int | None = field(
@@ -324,8 +325,16 @@ class ModelConfig(_Section):
     trust_remote_code: bool = field(
         default=False, metadata=_meta("Allow running custom model code shipped with a hub model.")
     )
+    head: Literal["classifier", "causal-lm"] = field(
+        default="classifier",
+        metadata=_meta(
+            "Model head: 'classifier' (sequence classification) or 'causal-lm' (decoder LMs: "
+            "classification as generation, instruction tuning, language modelling)."
+        ),
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = field(
-        default="float32", metadata=_meta("Dtype of the frozen pretrained weights.")
+        default="float32",
+        metadata=_meta("Dtype of the frozen pretrained weights; adapters and the task head stay float32."),
     )
     finetune: Literal["adapters", "full"] = field(
         default="adapters",
@@ -391,7 +400,21 @@ class PruningConfig(_Section):
     )
     prune_hidden: bool = field(default=True, metadata=_meta("Also prune hidden (model) dimensions."))
     uniform_layers: bool = field(
-        default=False, metadata=_meta("Prune every layer equally instead of ranking structures globally.")
+        default=False,
+        metadata=_meta(
+            "Keep the same number of heads and neurons in every layer; LLaMA-family results are then "
+            "stock checkpoints that transformers loads without aptune."
+        ),
+    )
+    before_tuning: bool = field(
+        default=False,
+        metadata=_meta(
+            "Prune before tuning (the paper's mode for 7B+ models): one-shot salience on "
+            "calibration_batches training batches, hard pruning to target_sparsity, then tuning."
+        ),
+    )
+    calibration_batches: int = field(
+        default=8, metadata=_meta("Training batches scored for before_tuning pruning.", _ge(1))
     )
 
     @property
@@ -484,6 +507,13 @@ class TrainConfig(_Section):
     mixed_precision: Literal["no", "fp16", "bf16"] = field(
         default="no", metadata=_meta("Autocast precision used for training.")
     )
+    measure_speed: bool = field(
+        default=True,
+        metadata=_meta(
+            "At the end, time the exported model against the dense original on 32 test inputs "
+            "(reloads the original model)."
+        ),
+    )
     gradient_checkpointing: bool = field(
         default=False, metadata=_meta("Recompute activations in the backward pass to save memory.")
     )
@@ -521,6 +551,29 @@ class DataConfig(_Section):
         metadata=_meta("Column holding the second text of a pair; null for single-text tasks.", _NON_EMPTY),
     )
     label_column: str = field(default="label", metadata=_meta("Column holding the label.", _NON_EMPTY))
+    task_type: Literal["classification", "instruction", "language-modeling"] = field(
+        default="classification",
+        metadata=_meta(
+            "What the data is: labelled texts, Alpaca-style instruction JSON (instruction, input, output; "
+            "loss on the output only) or plain text (perplexity); the last two need model.head causal-lm."
+        ),
+    )
+    prompt_template: str = field(
+        default="Review: {text}\nSentiment:",
+        metadata=_meta(
+            "Classification with a causal LM: the prompt, with {text} (and {text_pair}) placeholders; "
+            "the model is trained to continue it with the label word and scored by label-word likelihood.",
+            _NON_EMPTY,
+        ),
+    )
+    label_words: list[str] | None = field(
+        default=None,
+        metadata=_meta("Classification with a causal LM: one word per label; null uses the label names."),
+    )
+    block_chars: int = field(
+        default=1000,
+        metadata=_meta("Language modelling: characters per text block (lines are never split).", _ge(16)),
+    )
     max_length: int = field(default=128, metadata=_meta("Maximum tokenised sequence length.", _ge(8)))
     max_train_samples: int | None = field(
         default=None, metadata=_meta("Use at most this many training examples; null uses all.", _ge(1))
@@ -553,6 +606,12 @@ class AptuneConfig(_Section):
     data: DataConfig = field(default_factory=DataConfig, metadata=_meta("Task and data."))
 
     def _cross_check(self) -> None:
+        if self.data.task_type != "classification" and self.model.head != "causal-lm":
+            raise ConfigError(
+                f"model.head: data.task_type {self.data.task_type!r} needs a causal LM; set model.head to "
+                "'causal-lm' (and a decoder model such as builtin:smollm2)",
+                "model.head",
+            )
         rank, max_rank = self.model.adapter.rank, self.tuning.max_rank
         if max_rank < rank:
             raise ConfigError(

@@ -41,8 +41,8 @@ class SiteTotals:
 class SalienceCollector:
     """Mask-site observer accumulating batch-compressed |H| and |dL/dH| sums.
 
-    Install it as `MaskHooks.observer`. Only forward passes with gradients enabled are counted, and
-    each counted pass must be followed by its backward pass before `totals()` is read.
+    Install it as `MaskHooks.observer`. A forward pass with gradients enabled counts once its
+    backward pass reaches the site (so passes recomputed by gradient checkpointing count once).
     `allreduce` (e.g. a torch.distributed SUM) is applied to all sums at once in `totals()`.
     """
 
@@ -54,9 +54,15 @@ class SalienceCollector:
     def __call__(self, key: SiteKey, pre: torch.Tensor, post: torch.Tensor) -> None:
         if not (torch.is_grad_enabled() and post.requires_grad):
             return
-        self._add(self.act, key, _channel_sum(pre))
-        self.tokens[key] = self.tokens.get(key, 0.0) + pre.numel() / pre.shape[-1]
-        post.register_hook(lambda g: self._add(self.grad, key, _channel_sum(g)))
+        act, tokens = _channel_sum(pre), pre.numel() / pre.shape[-1]
+
+        def count(grad: torch.Tensor) -> None:
+            # counted when the gradient arrives: a pass recomputed by gradient checkpointing gets none
+            self._add(self.act, key, act)
+            self._add(self.grad, key, _channel_sum(grad))
+            self.tokens[key] = self.tokens.get(key, 0.0) + tokens
+
+        post.register_hook(count)
 
     @staticmethod
     def _add(store: dict, key: SiteKey, value: torch.Tensor) -> None:
@@ -71,9 +77,6 @@ class SalienceCollector:
     def totals(self) -> dict[SiteKey, SiteTotals]:
         """Sums of the current window per site (all-reduced across processes when configured)."""
         keys = sorted(self.act)
-        missing = [k for k in keys if k not in self.grad]
-        if missing:
-            raise RuntimeError(f"salience sites {missing[:3]} saw a forward pass but no backward pass")
         if not keys:
             return {}
         sizes = [self.act[k].numel() for k in keys]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -290,11 +291,29 @@ def _base_config(path: Path) -> transformers.PretrainedConfig:
     return transformers.CONFIG_MAPPING[model_type].from_dict(base)
 
 
+def _weights_dtype(path: Path) -> torch.dtype:
+    """The dtype of the first floating-point tensor in a safetensors file (float32 if none)."""
+    with safe_open(path, framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+            dtype = f.get_slice(key).get_dtype()
+            if dtype in _SAFETENSORS_FLOATS:
+                return _SAFETENSORS_FLOATS[dtype]
+    return torch.float32
+
+
+_SAFETENSORS_FLOATS = {
+    "F32": torch.float32,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F64": torch.float64,
+}
+
+
 def load_pruned(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Load a model written by `save_pruned`, rebuilding its per-layer shapes; returns it in eval mode."""
     path = Path(directory)
     meta = _read_meta(path)
-    model = _model_class(meta["architecture"])(_base_config(path))
+    model = _model_class(meta["architecture"])(_base_config(path)).to(_weights_dtype(path / WEIGHTS_NAME))
     family = family_for(model)
     shrink_model(model, _first_k_plan(family.inventory(model), meta["shapes"]), family)
     missing, unexpected = load_model(model, path / WEIGHTS_NAME, strict=False)

@@ -452,7 +452,13 @@ def _choice_scores(
     choices: Sequence[str],
     max_length: int,
 ) -> torch.Tensor:
-    """Summed log-probability (B, C) of each choice after each prompt of ``chunk``."""
+    """Summed log-probability (B, C) of each choice after each prompt of ``chunk``.
+
+    When every choice is one token, one forward pass scores them all (same prefix, same numbers).
+    """
+    ids = _token_ids(tokenizer, list(choices))
+    if all(len(i) == 1 for i in ids):
+        return _single_token_scores(model, tokenizer, chunk, choices[0], [i[0] for i in ids], max_length)
     columns = []
     for choice in choices:
         batch = encode_causal(
@@ -460,6 +466,25 @@ def _choice_scores(
         )
         columns.append(-_token_nll(model, batch).sum(dim=1))  # (B,)
     return torch.stack(columns, dim=1).cpu()  # (B, C)
+
+
+def _single_token_scores(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    chunk: Sequence[LmExample],
+    first: str,
+    token_ids: list[int],
+    max_length: int,
+) -> torch.Tensor:
+    """Log-probabilities (B, C) of one-token choices from the logits just before the choice."""
+    batch = encode_causal(tokenizer, [LmExample(e.prompt, first) for e in chunk], max_length, add_eos=False)
+    device = next(model.parameters()).device
+    logits = model(
+        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+    ).logits  # (B, T, V)
+    before = batch["attention_mask"].sum(1).to(device) - 2  # (B,) position predicting the choice
+    rows = logits[torch.arange(len(chunk), device=device), before].float()  # (B, V)
+    return rows.log_softmax(-1)[:, token_ids].cpu()  # (B, C)
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ finally: hard masks, physical removal, adapters merged, evaluation, timing, expo
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import transformers
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -48,8 +48,8 @@ from ..schedule import (
     warmup_linear_factor,
 )
 from ..shrink import SliceRecord, save_pruned, shapes_dict, slice_linear, slice_optimizer_state
-from .data import Example, TaskData, batches, encode, load_task
-from .evaluate import evaluate
+from .data import batches
+from .objective import Objective, load_objective
 from .speed import inference_ms
 
 
@@ -78,14 +78,19 @@ def check_output_dir(path: Path, overwrite: bool) -> Path:
     return path
 
 
-def load_model(model_cfg: ModelConfig, task: TaskData) -> tuple[nn.Module, object]:
-    """Load the tokenizer and a sequence classifier for `task`, checking the family is supported."""
+def load_model(model_cfg: ModelConfig, objective: Objective) -> tuple[nn.Module, object]:
+    """Load the tokenizer and the model `objective` needs, checking the family is supported."""
     source = resolve_model_path(model_cfg.name_or_path)
     remote = model_cfg.trust_remote_code
-    if model_cfg.num_labels is not None and model_cfg.num_labels != task.num_labels:
+    labels = getattr(objective, "label_names", [])
+    if (
+        model_cfg.num_labels is not None
+        and model_cfg.head == "classifier"
+        and model_cfg.num_labels != len(labels)
+    ):
         raise SetupError(
-            f"model.num_labels is {model_cfg.num_labels} but the training data has {task.num_labels} labels "
-            f"({', '.join(task.label_names)}); remove model.num_labels or fix the data"
+            f"model.num_labels is {model_cfg.num_labels} but the training data has {len(labels)} labels "
+            f"({', '.join(labels)}); remove model.num_labels or fix the data"
         )
     try:
         config = transformers.AutoConfig.from_pretrained(source, trust_remote_code=remote)
@@ -99,18 +104,31 @@ def load_model(model_cfg: ModelConfig, task: TaskData) -> tuple[nn.Module, objec
             f"model type {config.model_type!r} of {model_cfg.name_or_path!r} is not supported; aptune "
             f"supports {', '.join(supported_model_types())}"
         )
-    labels = dict(enumerate(task.label_names))
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        source,
-        num_labels=task.num_labels,
-        id2label=labels,
-        label2id={v: k for k, v in labels.items()},
-        dtype=getattr(torch, model_cfg.dtype),
-        trust_remote_code=remote,
-        ignore_mismatched_sizes=True,  # a classifier for another label count is replaced by a new head
+    model = objective.auto_class.from_pretrained(
+        source, dtype=getattr(torch, model_cfg.dtype), trust_remote_code=remote, **objective.model_kwargs()
     )
     tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
     return model, tokenizer
+
+
+def _float32_head(head: nn.Module) -> None:
+    """Train a head in float32 over half-precision frozen weights: its inputs follow its dtype."""
+    head.float()
+
+    def cast(module: nn.Module, args: tuple) -> tuple:
+        dtype = next(module.parameters()).dtype
+        return tuple(a.to(dtype) if torch.is_floating_point(a) else a for a in args)
+
+    head.register_forward_pre_hook(cast)
+
+
+def enable_checkpointing(model: nn.Module, use_reentrant: bool = False) -> None:
+    """Recompute layer activations in the backward pass (transformers' layer checkpointing)."""
+    kwargs = {"use_reentrant": use_reentrant}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -130,9 +148,9 @@ class AptRun:
     """State and steps of one APT fine-tuning run (see the module docstring for the algorithm)."""
 
     def __init__(
-        self, cfg: AptuneConfig, model: nn.Module, tokenizer, task: TaskData, accelerator: Accelerator
+        self, cfg: AptuneConfig, model: nn.Module, tokenizer, objective: Objective, accelerator: Accelerator
     ):
-        self.cfg, self.tokenizer, self.task, self.acc = cfg, tokenizer, task, accelerator
+        self.cfg, self.tokenizer, self.objective, self.acc = cfg, tokenizer, objective, accelerator
         self.family = family_for(model)
         self.model = model.to(accelerator.device)
         self.initial_shapes = shapes_dict(self.family.inventory(model), self.family.head_dim(model))
@@ -144,7 +162,12 @@ class AptRun:
         self.importance = AdapterImportance(cfg.tuning.momentum_importance) if tuning else None
         self.adapter_budget = adapter_params(self.adapters)
         self.initial_adapter_params = self.adapter_budget
-        self.distilling = cfg.distill.enabled and self.pruner is not None and cfg.model.finetune == "adapters"
+        self.distilling = (
+            cfg.distill.enabled
+            and self.pruner is not None
+            and cfg.model.finetune == "adapters"
+            and not cfg.pruning.before_tuning  # a model pruned up front has no unpruned teacher
+        )
         self.layers = teacher_layers(self.family.num_layers(model)) if self.distilling else []
         hidden = self.family.inventory(model).hidden
         self.transforms = nn.ModuleList(LayerTransform(hidden) for _ in self.layers).to(accelerator.device)
@@ -164,11 +187,15 @@ class AptRun:
         adapters = attach_adapters(slots, a.rank, a.alpha, a.dropout, a.init)
         for head in self.family.task_head(model):
             head.requires_grad_(True)
+            if m.dtype != "float32":
+                _float32_head(head)
+        if self.cfg.train.gradient_checkpointing:
+            enable_checkpointing(model)
         return adapters
 
     def _set_window(self) -> None:
         t = self.cfg.train
-        self.steps_per_epoch = math.ceil(len(self.task.splits["train"]) / t.batch_size)
+        self.steps_per_epoch = math.ceil(len(self.objective.splits["train"]) / t.batch_size)
         self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * self.steps_per_epoch))
         p = self.cfg.pruning
         last = self.total_steps - 1  # the final re-plan must happen inside the run
@@ -221,18 +248,19 @@ class AptRun:
             self.pruner.masks.enabled = True
             self.snapshot.swap()
 
-    def train_step(self, examples: list[Example], step: int) -> dict[str, float]:
+    def _batch(self, examples: list) -> dict[str, torch.Tensor]:
+        enc = self.objective.encode(self.tokenizer, examples, self.cfg.data.max_length)
+        return {k: v.to(self.acc.device) for k, v in enc.items()}
+
+    def train_step(self, examples: list, step: int) -> dict[str, float]:
         """Forward, losses, backward and optimizer step on one batch; returns the loss terms."""
-        enc = {
-            k: v.to(self.acc.device)
-            for k, v in encode(self.tokenizer, examples, self.cfg.data.max_length).items()
-        }
+        enc = self._batch(examples)
         labels = enc.pop("labels")
         mu = self.mu(step)
         teacher = self._teacher(enc) if mu > 0 and self.snapshot is not None else None
         with self.acc.autocast():
             out = self.model(**enc, output_hidden_states=teacher is not None)
-            task_loss = F.cross_entropy(out.logits.float(), labels)
+            task_loss = self.objective.loss(out.logits, labels)
             terms = {"task_loss": task_loss.item(), "mu": mu if teacher is not None else 0.0}
             loss = task_loss
             if teacher is not None:
@@ -255,13 +283,33 @@ class AptRun:
         return terms
 
     # ---- pruning and growth between steps ---------------------------------------------------
+    def prune_before_tuning(self, calibration: list[list]) -> None:
+        """The paper's mode for the largest models: salience from one pass over `calibration`
+        batches, then hard pruning to the target sparsity before any tuning step."""
+        for examples in calibration:
+            enc = self._batch(examples)
+            labels = enc.pop("labels")
+            with self.acc.autocast():
+                loss = self.objective.loss(self.model(**enc).logits, labels)
+            self.acc.backward(loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.pruner.window_scores()
+        self.pruner.masks.set_hard(self.pruner.plan(1 - self.cfg.pruning.target_sparsity))
+        self.shrink()
+        self.pruner.hooks.observer = None
+
     def after_step(self, step: int) -> str | None:
         """Decay masks; at re-plan steps shrink, re-plan and grow. Returns an event name if any."""
         if self.pruner is None:
             return None
+        every = self.cfg.pruning.update_frequency
+        if self.cfg.pruning.before_tuning:  # pruned already: only adapters grow
+            if is_replan_step(step, self.start, self.end, every):
+                self._grow(step)
+                return "grow"
+            return None
         if step > self.start:
             self.pruner.decay()
-        every = self.cfg.pruning.update_frequency
         if is_replan_step(step, self.start, self.end, every) or step == self.end:
             self.pruner.replan(retain_ratio(step, self.start, self.end, self.cfg.pruning.target_sparsity))
             self.shrink()
@@ -326,12 +374,11 @@ class AptRun:
 
     def evaluate(self, split: str) -> dict[str, float]:
         """Metrics of the current (masked) model on a split."""
-        t = self.cfg.train
-        return evaluate(
+        return self.objective.evaluate(
             self.model,
             self.tokenizer,
-            self.task.splits[split],
-            t.eval_batch_size,
+            split,
+            self.cfg.train.eval_batch_size,
             self.cfg.data.max_length,
             gather=self.acc.gather_for_metrics if self.acc.num_processes > 1 else None,
         )
@@ -341,30 +388,21 @@ class AptRun:
         if self.pruner is not None:
             self.pruner.finalize(self.optimizer)
         merge_adapters(self.model)
+        self.model.to(getattr(torch, self.cfg.model.dtype))  # float32 heads join the frozen dtype
         self.model.eval()
 
 
-def _eval_split(task: TaskData) -> str:
-    return "validation" if "validation" in task.splits else "train"
+def _eval_split(objective: Objective) -> str:
+    return "validation" if "validation" in objective.splits else "train"
 
 
 def _inference(cfg: AptuneConfig, run: AptRun) -> dict[str, object]:
     """Time the exported model against the original dense model on real test inputs."""
-    examples = run.task.splits.get("test") or run.task.splits["train"]
-    batch = [examples[i % len(examples)] for i in range(32)]
-    length = cfg.data.max_length
-    inputs = run.tokenizer(
-        [e.text for e in batch],
-        [e.text_pair for e in batch] if run.task.is_pair else None,
-        padding="max_length",
-        truncation=True,
-        max_length=length,
-        return_tensors="pt",
-    )
-    dense, _ = load_model(cfg.model, run.task)
+    inputs = run.objective.timing_inputs(run.tokenizer, 32, cfg.data.max_length)
+    dense, _ = load_model(cfg.model, run.objective)
     dense.to(run.acc.device)
-    dense_ms = inference_ms(dense, dict(inputs))
-    pruned_ms = inference_ms(run.model, dict(inputs))
+    dense_ms = inference_ms(dense, inputs)
+    pruned_ms = inference_ms(run.model, inputs)
     del dense
     kept = run.family.inventory(run.model).prunable_params()
     before = run.pruner.initial_params if run.pruner else kept
@@ -374,7 +412,7 @@ def _inference(cfg: AptuneConfig, run: AptRun) -> dict[str, object]:
         "speedup": dense_ms / pruned_ms,
         "ideal_speedup": before / kept,
         "batch_size": 32,
-        "seq_len": length,
+        "seq_len": int(inputs["input_ids"].shape[1]),
         "dtype": cfg.model.dtype,
         "device": str(run.acc.device),
     }
@@ -406,21 +444,27 @@ def train(
     out = check_output_dir(Path(output_dir or cfg.train.output_dir), overwrite)
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
     set_seed(cfg.train.seed)
-    task = load_task(cfg.data, seed=cfg.train.seed)
-    model, tokenizer = load_model(cfg.model, task)
-    run = AptRun(cfg, model, tokenizer, task, accelerator)
+    objective = load_objective(cfg)
+    model, tokenizer = load_model(cfg.model, objective)
+    run = AptRun(cfg, model, tokenizer, objective, accelerator)
     main = accelerator.is_main_process
     if main:  # every input is valid: only now is anything written
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     history_path = out / "history.jsonl"
     started = time.perf_counter()
+    if cfg.pruning.before_tuning and run.pruner is not None:
+        train_split = objective.splits["train"]
+        first = batches(train_split, cfg.train.batch_size, True, cfg.train.seed, epoch=-1)
+        run.prune_before_tuning(list(itertools.islice(first, cfg.pruning.calibration_batches)))
     last_eval: dict[str, float] = {}
     bar = tqdm(total=run.total_steps, disable=not (progress and main), desc="aptune", unit="step")
     with open(history_path, "w", encoding="utf-8") if main else open(os.devnull, "w") as history:
         step, epoch = 0, 0
         while step < run.total_steps:
-            for examples in batches(task.splits["train"], cfg.train.batch_size, True, cfg.train.seed, epoch):
+            for examples in batches(
+                objective.splits["train"], cfg.train.batch_size, True, cfg.train.seed, epoch
+            ):
                 if step >= run.total_steps:
                     break
                 terms = run.train_step(examples, step)
@@ -428,7 +472,7 @@ def train(
                 step += 1
                 line = None
                 if step % cfg.train.eval_every == 0 or step == run.total_steps:
-                    last_eval = run.evaluate(_eval_split(task))
+                    last_eval = run.evaluate(_eval_split(objective))
                     line = {**run.status(step), **terms, "eval": last_eval}
                 elif step % cfg.train.log_every == 0 or event is not None:
                     line = {**run.status(step), **terms}
@@ -441,7 +485,7 @@ def train(
                         "sparsity": f"{1 - line.get('retained', 1.0):.2f}",
                     }
                     if last_eval:
-                        postfix["acc"] = f"{last_eval['accuracy']:.3f}"
+                        postfix[objective.metric[:4]] = f"{last_eval[objective.metric]:.3f}"
                     bar.set_postfix(postfix)
                 bar.update(1)
             epoch += 1
@@ -454,12 +498,7 @@ def train(
         model_dir = _export(
             run,
             out,
-            {
-                "task": task.name,
-                "label_names": task.label_names,
-                "max_length": cfg.data.max_length,
-                "is_pair": task.is_pair,
-            },
+            {**objective.metadata(), "max_length": cfg.data.max_length},
         )
         _atomic_json(out / "metrics.json", metrics)
         from .report import write_report
@@ -474,10 +513,11 @@ def _final_metrics(cfg: AptuneConfig, run: AptRun, train_seconds: float) -> dict
     prunable_after = inv.prunable_params()
     prunable_before = run.pruner.initial_params if run.pruner else prunable_after
     metrics: dict[str, object] = {
-        "task": run.task.name,
+        "task": run.objective.name,
+        "metric": run.objective.metric,
         "model": cfg.model.name_or_path,
-        "test": run.evaluate("test") if "test" in run.task.splits else {},
-        "validation": run.evaluate("validation") if "validation" in run.task.splits else {},
+        "test": run.evaluate("test") if "test" in run.objective.splits else {},
+        "validation": run.evaluate("validation") if "validation" in run.objective.splits else {},
         "params": {
             "total_before": run.total_before,
             "total_after": sum(p.numel() for p in run.model.parameters()),
@@ -490,8 +530,9 @@ def _final_metrics(cfg: AptuneConfig, run: AptRun, train_seconds: float) -> dict
         "peak_memory_mb": _peak_memory_mb(run.acc.device),
         "shapes": shapes_dict(inv, run.family.head_dim(run.model)),
         "initial_shapes": run.initial_shapes,
-        "notes": list(getattr(run.task, "notes", [])),
+        "notes": list(run.objective.notes),
         "config": cfg.to_dict(),
     }
-    metrics["inference"] = _inference(cfg, run)
+    if cfg.train.measure_speed:
+        metrics["inference"] = _inference(cfg, run)
     return metrics

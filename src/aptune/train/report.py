@@ -185,9 +185,12 @@ def _draw_retained(fig: Figure, history: History, metrics: Metrics) -> None:
 
 def _draw_metric(fig: Figure, history: History, metrics: Metrics) -> None:
     top, bottom = fig.subplots(2, 1, sharex=True)
-    evals = [(("eval", "accuracy"), "accuracy"), (("eval", "macro_f1"), "macro-F1")]
+    if metrics.get("metric") == "perplexity":
+        evals = [(("eval", "perplexity"), "perplexity")]
+    else:
+        evals = [(("eval", "accuracy"), "accuracy"), (("eval", "macro_f1"), "macro-F1")]
     if _plot_lines(top, history, evals):
-        top.set_ylabel("validation score")
+        top.set_ylabel("validation " + ("perplexity" if metrics.get("metric") == "perplexity" else "score"))
     top.set_title("Evaluation")
     if _plot_lines(bottom, history, [(("loss",), "loss"), (("task_loss",), "task loss")]):
         bottom.set_xlabel("step")
@@ -307,9 +310,10 @@ def _summary_rows(metrics: Metrics) -> list[tuple[str, str]]:
         if inference.get(key) is not None
     )
     latency = _pair(inference, "dense_ms", "pruned_ms", ".2f", " ms")
+    metric = metrics.get("metric", "accuracy")
     return [
-        ("test accuracy", _fmt(_get(metrics, "test", "accuracy"), ".4f")),
-        ("validation accuracy", _fmt(_get(metrics, "validation", "accuracy"), ".4f")),
+        (f"test {metric}", _fmt(_get(metrics, "test", metric), ".4f")),
+        (f"validation {metric}", _fmt(_get(metrics, "validation", metric), ".4f")),
         ("sparsity", _fmt(metrics.get("sparsity"), ".2%")),
         ("total params", _before_after(params.get("total_before"), params.get("total_after"))),
         ("prunable params", _before_after(params.get("prunable_before"), params.get("prunable_after"))),

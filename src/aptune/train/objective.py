@@ -1,0 +1,299 @@
+"""What a run optimises and reports: sequence classification or a causal-LM objective.
+
+An `Objective` owns the task's splits and knows which model class to load, how to turn examples
+into a batch, the task loss, the evaluation metrics, the inputs used to time inference and the
+metadata stored with the exported model. `load_objective` builds one from a config:
+
+* `model.head: classifier`: labelled texts -> a sequence classifier (cross-entropy; accuracy, F1, MCC).
+* `model.head: causal-lm` with `data.task_type`:
+  - `classification`: classification as generation: each text is put in `data.prompt_template`,
+    the model learns to continue it with the label word and is scored by label-word likelihood;
+  - `instruction`: Alpaca-format JSON, loss on the response only; perplexity of the responses;
+  - `language-modeling`: plain text cut into blocks (a file, or the built-in `hamlet`); perplexity.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import nn
+
+from ..config import AptuneConfig, DataConfig
+from .data import DataError, Example, TaskData, encode, load_task
+from .evaluate import evaluate
+from .lm_tasks import (
+    IGNORE_INDEX,
+    LmExample,
+    choice_logprobs,
+    classification_prompts,
+    encode_causal,
+    hamlet_text,
+    perplexity,
+    read_alpaca,
+    read_text_blocks,
+)
+from .metrics import classification_metrics
+
+_SPLIT_SEED = 20240122
+_HELD_OUT = 0.05  # validation and test fractions carved from a single instruction / text file
+
+
+@dataclass
+class Objective(ABC):
+    """A task's data and how a model is trained and scored on it."""
+
+    name: str
+    splits: dict[str, list]
+    notes: list[str] = field(default_factory=list)
+    metric: str = "accuracy"
+    """The headline metric shown in progress bars and reports."""
+
+    @property
+    @abstractmethod
+    def auto_class(self) -> type:
+        """The transformers Auto class that loads a model for this objective."""
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Extra `from_pretrained` arguments (labels of a classifier)."""
+        return {}
+
+    @abstractmethod
+    def encode(self, tokenizer: Any, examples: Sequence, max_length: int) -> dict[str, torch.Tensor]:
+        """Model inputs plus `labels` for a batch of examples."""
+
+    @abstractmethod
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The task loss of one batch."""
+
+    @abstractmethod
+    def evaluate(
+        self, model: nn.Module, tokenizer: Any, split: str, batch_size: int, max_length: int, gather=None
+    ) -> dict[str, float]:
+        """Metrics of `model` on a split."""
+
+    def timing_inputs(self, tokenizer: Any, count: int, max_length: int) -> dict[str, torch.Tensor]:
+        """A batch of `count` real test inputs (without labels) for timing inference."""
+        examples = self.splits.get("test") or self.splits["train"]
+        batch = [examples[i % len(examples)] for i in range(count)]
+        inputs = self.encode(tokenizer, batch, max_length)
+        inputs.pop("labels")
+        return inputs
+
+    def metadata(self) -> dict[str, Any]:
+        """What the exported model records about its task."""
+        return {"task": self.name, "objective": type(self).__name__}
+
+
+@dataclass
+class Classification(Objective):
+    """Sequence classification with a classifier head."""
+
+    label_names: list[str] = field(default_factory=list)
+    is_pair: bool = False
+
+    @classmethod
+    def from_task(cls, task: TaskData) -> Classification:
+        """Wrap a loaded classification task."""
+        return cls(task.name, task.splits, task.notes, "accuracy", task.label_names, task.is_pair)
+
+    @property
+    def auto_class(self) -> type:
+        return transformers.AutoModelForSequenceClassification
+
+    def model_kwargs(self) -> dict[str, Any]:
+        labels = dict(enumerate(self.label_names))
+        return {
+            "num_labels": len(labels),
+            "id2label": labels,
+            "label2id": {v: k for k, v in labels.items()},
+            "ignore_mismatched_sizes": True,  # a classifier for another label count gets a new head
+        }
+
+    def encode(self, tokenizer: Any, examples: Sequence[Example], max_length: int) -> dict[str, torch.Tensor]:
+        return encode(tokenizer, examples, max_length)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels)  # logits (B, K)
+
+    def evaluate(self, model, tokenizer, split, batch_size, max_length, gather=None) -> dict[str, float]:
+        return evaluate(model, tokenizer, self.splits[split], batch_size, max_length, gather=gather)
+
+    def timing_inputs(self, tokenizer: Any, count: int, max_length: int) -> dict[str, torch.Tensor]:
+        """Real test texts padded to `max_length` (the classifier's worst case)."""
+        examples = self.splits.get("test") or self.splits["train"]
+        batch = [examples[i % len(examples)] for i in range(count)]
+        inputs = tokenizer(
+            [e.text for e in batch],
+            [e.text_pair for e in batch] if self.is_pair else None,
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        return dict(inputs)
+
+    def metadata(self) -> dict[str, Any]:
+        return {**super().metadata(), "label_names": self.label_names, "is_pair": self.is_pair}
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over labelled tokens: logits (B, T, V), labels (B, T)."""
+    return F.cross_entropy(
+        logits[:, :-1].float().flatten(0, 1),  # (B*(T-1), V)
+        labels[:, 1:].flatten(),  # (B*(T-1),)
+        ignore_index=IGNORE_INDEX,
+    )
+
+
+@dataclass
+class CausalLm(Objective):
+    """A causal-LM objective: loss on responses; label-word accuracy (`choices`) or perplexity."""
+
+    choices: list[str] | None = None
+    """Label words with their leading space, in label order (classification as generation)."""
+    label_names: list[str] = field(default_factory=list)
+    prompt_template: str | None = None
+    """The classification prompt (classification as generation)."""
+
+    @property
+    def auto_class(self) -> type:
+        return transformers.AutoModelForCausalLM
+
+    def encode(
+        self, tokenizer: Any, examples: Sequence[LmExample], max_length: int
+    ) -> dict[str, torch.Tensor]:
+        return encode_causal(tokenizer, examples, max_length)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return causal_lm_loss(logits, labels)
+
+    def evaluate(self, model, tokenizer, split, batch_size, max_length, gather=None) -> dict[str, float]:
+        examples = self.splits[split]
+        if self.choices is None:
+            return perplexity(model, tokenizer, examples, max_length, batch_size)
+        scores = choice_logprobs(model, tokenizer, examples, self.choices, max_length, batch_size)  # (N, C)
+        metrics = classification_metrics([e.label for e in examples], scores.argmax(1).tolist())
+        gold = torch.tensor([e.label for e in examples])
+        metrics["loss"] = float(-scores.log_softmax(1)[torch.arange(len(examples)), gold].mean())
+        return metrics
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            **super().metadata(),
+            "choices": self.choices,
+            "label_names": self.label_names,
+            "prompt_template": self.prompt_template,
+        }
+
+
+def _split(examples: list[LmExample], seed: int) -> dict[str, list[LmExample]]:
+    """Carve validation and test (5% each, at least one example) out of one file, reproducibly."""
+    if len(examples) < 3:
+        raise DataError(
+            f"need at least 3 examples to carve validation and test splits, got {len(examples)}; "
+            "add data or give data.validation_file and data.test_file"
+        )
+    order = list(range(len(examples)))
+    random.Random(_SPLIT_SEED + seed).shuffle(order)
+    held = max(1, round(_HELD_OUT * len(examples)))
+    pick = [examples[i] for i in order]
+    return {"train": pick[2 * held :], "validation": pick[:held], "test": pick[held : 2 * held]}
+
+
+def _lm_splits(cfg: DataConfig, seed: int, read) -> tuple[dict[str, list[LmExample]], list[str]]:
+    """Splits from data.train_file (+ optional validation/test files), or carved from the train file."""
+    train = read(cfg.train_file)
+    if cfg.validation_file is None and cfg.test_file is None:
+        return _split(train, seed), ["validation and test splits carved from data.train_file (5% each)"]
+    splits, notes = {"train": train}, []
+    for split, path in (("validation", cfg.validation_file), ("test", cfg.test_file)):
+        if path is not None:
+            splits[split] = read(path)
+    if "validation" not in splits:
+        splits["validation"] = splits["test"]
+        notes.append("no data.validation_file: the test split is used for validation")
+    if "test" not in splits:
+        splits["test"] = splits["validation"]
+        notes.append("no data.test_file: the validation split is reported as test")
+    return splits, notes
+
+
+def _instruction(cfg: DataConfig, seed: int) -> CausalLm:
+    if cfg.train_file is None:
+        raise DataError(
+            "data.task_type 'instruction' needs data.train_file: an Alpaca-format JSON list of "
+            "{instruction, input, output} records"
+        )
+    splits, notes = _lm_splits(cfg, seed, read_alpaca)
+    return CausalLm(Path(cfg.train_file).stem, splits, notes, metric="perplexity")
+
+
+def _language_modeling(cfg: DataConfig, seed: int) -> CausalLm:
+    def read(path: str) -> list[LmExample]:
+        return read_text_blocks(Path(path), cfg.block_chars)
+
+    if cfg.train_file is not None:
+        splits, notes = _lm_splits(cfg, seed, read)
+        return CausalLm(Path(cfg.train_file).stem, splits, notes, metric="perplexity")
+    if cfg.task != "hamlet":
+        raise DataError(
+            f"data.task_type 'language-modeling' needs data.train_file (a text file) or the built-in "
+            f"data.task 'hamlet', got data.task {cfg.task!r}"
+        )
+    blocks = read_text_blocks(hamlet_text(), cfg.block_chars)
+    return CausalLm(
+        "hamlet", _split(blocks, seed), ["built-in Hamlet text, 5% validation / 5% test"], "perplexity"
+    )
+
+
+def _generation_classification(cfg: DataConfig, seed: int) -> CausalLm:
+    task = load_task(cfg, seed=seed)
+    words = list(cfg.label_words) if cfg.label_words is not None else [str(n) for n in task.label_names]
+    if len(words) != task.num_labels:
+        raise DataError(
+            f"data.label_words has {len(words)} words but the task has {task.num_labels} labels "
+            f"({', '.join(map(str, task.label_names))}); give one word per label, in that order"
+        )
+    splits = {k: classification_prompts(v, words, cfg.prompt_template) for k, v in task.splits.items()}
+    choices = [" " + w for w in words]
+    names = [str(n) for n in task.label_names]
+    return CausalLm(task.name, splits, task.notes, "accuracy", choices, names, cfg.prompt_template)
+
+
+def _limit(objective: Objective, cfg: DataConfig, seed: int) -> Objective:
+    limits = {
+        "train": cfg.max_train_samples,
+        "validation": cfg.max_eval_samples,
+        "test": cfg.max_eval_samples,
+    }
+    for split, examples in objective.splits.items():
+        n = limits.get(split)
+        if n is not None and n < len(examples):
+            picked = sorted(random.Random(seed).sample(range(len(examples)), n))
+            objective.splits[split] = [examples[i] for i in picked]
+            objective.notes.append(f"{split} split truncated from {len(examples)} to {n} examples")
+    return objective
+
+
+def load_objective(cfg: AptuneConfig) -> Objective:
+    """The objective and data of a run (see the module docstring); data problems raise DataError."""
+    seed, data = cfg.train.seed, cfg.data
+    if cfg.model.head == "classifier":
+        return Classification.from_task(load_task(data, seed=seed))
+    loaders = {
+        "classification": _generation_classification,
+        "instruction": _instruction,
+        "language-modeling": _language_modeling,
+    }
+    objective = loaders[data.task_type](data, seed)
+    if data.task_type == "classification":
+        return objective  # load_task already applied the sample limits
+    return _limit(objective, data, seed)
