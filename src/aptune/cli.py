@@ -46,6 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--output", help="metrics JSON path (default: MODEL_DIR/../eval-<data>-<split>.json)")
 
+    lm = sub.add_parser("lm-eval", help="run lm-evaluation-harness tasks on an exported causal LM")
+    lm.add_argument("model_dir", help="the model/ directory written by `aptune train`")
+    lm.add_argument(
+        "--tasks", required=True, help="comma-separated lm-eval task names, e.g. arc_easy,hellaswag"
+    )
+    lm.add_argument("--batch-size", type=int, default=8)
+    lm.add_argument("--limit", type=float, default=None, help="examples per task (a fraction if < 1)")
+    lm.add_argument("--num-fewshot", type=int, default=None)
+    lm.add_argument("--device", default="cpu")
+    lm.add_argument("--output", help="results JSON path (default: MODEL_DIR/../lm-eval.json)")
+
     info = sub.add_parser("info", help="show the per-layer shapes and parameter counts of a model")
     info.add_argument("model_dir")
 
@@ -99,6 +110,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lm_eval(args: argparse.Namespace) -> int:
+    from .api import run_lm_eval
+
+    limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
+    tasks = [t for t in args.tasks.split(",") if t]
+    out = run_lm_eval(args.model_dir, tasks, args.batch_size, limit, args.num_fewshot, args.device)
+    results = out.get("results", {})
+    for task, metrics in results.items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        print(f"{task}: {shown}")
+    path = Path(args.output) if args.output else Path(args.model_dir).resolve().parent / "lm-eval.json"
+    path.write_text(json.dumps({"results": results}, indent=2, default=str) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .api import model_info
 
@@ -114,7 +141,13 @@ def _cmd_options(_: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "info": _cmd_info, "options": _cmd_options}
+COMMANDS = {
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "lm-eval": _cmd_lm_eval,
+    "info": _cmd_info,
+    "options": _cmd_options,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,100 @@
+"""The lm-evaluation-harness integration of `aptune.api` (lm-eval itself is optional)."""
+
+import json
+import sys
+import types
+
+import pytest
+import torch
+import transformers
+
+from aptune.api import run_lm_eval
+from aptune.cli import main
+from aptune.errors import AptuneError
+from aptune.families import family_for
+from aptune.search import MaskPlan
+from aptune.shrink import save_pruned, shrink_model
+
+from .conftest import needs_minilm
+
+pytestmark = needs_minilm
+
+
+@pytest.fixture
+def pruned_llama_dir(tiny_llama_dir, tmp_path):
+    """The tiny LLaMA with every second FFN neuron of layer 0 removed, exported with its tokenizer."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    inv = family_for(model).inventory(model)
+    plan = MaskPlan(
+        heads=[torch.ones(n, dtype=torch.bool) for n in inv.heads],
+        neurons=[
+            torch.arange(n) % 2 == 0 if i == 0 else torch.ones(n, dtype=torch.bool)
+            for i, n in enumerate(inv.neurons)
+        ],
+        hidden=torch.ones(inv.hidden, dtype=torch.bool),
+        params=-1,
+    )
+    shrink_model(model, plan)
+    out = save_pruned(model, tmp_path / "model")
+    transformers.AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def fake_lm_eval(monkeypatch):
+    """A stand-in lm_eval package recording what aptune hands to it."""
+    calls = {}
+
+    class HFLM:
+        def __init__(self, pretrained, tokenizer, batch_size, device):
+            calls["hflm"] = {"model": pretrained, "tokenizer": tokenizer, "batch_size": batch_size}
+
+    def simple_evaluate(model, tasks, limit, num_fewshot):
+        calls["evaluate"] = {"model": model, "tasks": tasks, "limit": limit, "num_fewshot": num_fewshot}
+        return {"results": {t: {"acc,none": 0.25} for t in tasks}}
+
+    package = types.ModuleType("lm_eval")
+    package.simple_evaluate = simple_evaluate
+    models = types.ModuleType("lm_eval.models")
+    huggingface = types.ModuleType("lm_eval.models.huggingface")
+    huggingface.HFLM = HFLM
+    for name, module in (
+        ("lm_eval", package),
+        ("lm_eval.models", models),
+        ("lm_eval.models.huggingface", huggingface),
+    ):
+        monkeypatch.setitem(sys.modules, name, module)
+    return calls
+
+
+def test_missing_lm_eval_names_the_install_command(pruned_llama_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)
+    with pytest.raises(AptuneError, match=r"pip install 'lm-eval\[hf\]'"):
+        run_lm_eval(pruned_llama_dir, ["arc_easy"])
+
+
+def test_pruned_model_is_handed_to_lm_eval(pruned_llama_dir, fake_lm_eval):
+    out = run_lm_eval(pruned_llama_dir, ["arc_easy", "hellaswag"], batch_size=4, limit=10)
+    model = fake_lm_eval["hflm"]["model"]
+    assert isinstance(model, transformers.LlamaForCausalLM)
+    assert model.model.layers[0].mlp.down_proj.in_features == 48  # the pruned shape, rebuilt by aptune
+    assert fake_lm_eval["hflm"]["batch_size"] == 4
+    assert fake_lm_eval["evaluate"]["tasks"] == ["arc_easy", "hellaswag"]
+    assert fake_lm_eval["evaluate"]["limit"] == 10
+    assert out["results"]["hellaswag"]["acc,none"] == 0.25
+
+
+def test_cli_lm_eval_writes_results(pruned_llama_dir, fake_lm_eval, tmp_path, capsys):
+    assert main(["lm-eval", str(pruned_llama_dir), "--tasks", "arc_easy", "--limit", "0.5"]) == 0
+    assert fake_lm_eval["evaluate"]["limit"] == 0.5
+    written = json.loads((pruned_llama_dir.parent / "lm-eval.json").read_text())
+    assert written["results"]["arc_easy"]["acc,none"] == 0.25
+    assert "arc_easy: acc,none 0.2500" in capsys.readouterr().out
+
+
+def test_classifier_is_refused(tmp_path, fake_lm_eval):
+    from .conftest import tiny_model
+
+    save_pruned(tiny_model("bert"), tmp_path / "m")
+    with pytest.raises(AptuneError, match="does not hold an exported causal LM"):
+        run_lm_eval(tmp_path / "m", ["arc_easy"])
