@@ -47,7 +47,9 @@ def test_apt_run_prunes_grows_distils_and_exports(tiny_model_dir, tmp_path):
     assert any(line.get("mu", 0) > 0 and line.get("distill_layer") is not None for line in history)
     ranks = [sum(line["ranks"].values()) for line in history]
     assert ranks[-1] > ranks[0]  # adapters grew
-    assert history[-1]["physical"] < 1.0  # blocks were removed during training, not only at the end
+    during = [line for line in history if not line.get("final")]
+    assert during[-1]["physical"] < 1.0  # blocks were removed during training, not only at the end
+    assert history[-1]["final"] and history[-1]["eval"] == m["validation"]
     loaded = load_pruned(result.model_dir)
     assert sum(p.numel() for p in loaded.parameters()) == m["params"]["total_after"]
     for name in ("metrics.json", "report.md", "retained.png", "config.yaml", "model/tokenizer.json"):

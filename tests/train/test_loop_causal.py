@@ -51,7 +51,7 @@ def test_classification_as_generation_prunes_and_exports(tiny_llama_dir, tmp_pat
     assert m["metric"] == "accuracy" and 0 <= m["test"]["accuracy"] <= 1
     assert m["inference"]["speedup"] > 0 and m["inference"]["ideal_speedup"] > 1
     assert m["sparsity"] >= 0.4
-    assert _history(tmp_path / "run")[-1]["physical"] < 1.0
+    assert [line for line in _history(tmp_path / "run") if not line.get("final")][-1]["physical"] < 1.0
     meta = json.loads((result.model_dir / "aptune.json").read_text())["metadata"]
     assert meta["choices"] == [" bad", " good"] and "{text}" in meta["prompt_template"]
     again = evaluate_model(result.model_dir, "rotten_tomatoes", batch_size=16)  # full test split
@@ -122,3 +122,12 @@ def test_bad_causal_data_fails_before_writing(tiny_llama_dir, tmp_path, override
     with pytest.raises(DataError, match=message):
         train(_cfg(tiny_llama_dir, override), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_decoder_as_sequence_classifier(tiny_llama_dir, tmp_path):
+    cfg = _cfg(tiny_llama_dir, "model.head=classifier", "model.dtype=bfloat16", "train.max_steps=8")
+    result = train(cfg, tmp_path / "run", progress=False)
+    model = load_pruned(result.model_dir)
+    assert type(model) is transformers.LlamaForSequenceClassification
+    assert model.score.weight.dtype == torch.bfloat16 and model.score.in_features == model.config.hidden_size
+    assert result.metrics["metric"] == "accuracy" and result.metrics["sparsity"] >= 0.4

@@ -103,9 +103,14 @@ class ModelFamily(ABC):
     def hidden_readers(self, model: nn.Module) -> list[nn.Module]:
         """Linears whose input is the hidden dimension (sliced by columns)."""
 
-    @abstractmethod
     def hidden_writers(self, model: nn.Module) -> list[nn.Module]:
-        """Linears whose output is the hidden dimension (sliced by rows)."""
+        """Linears whose output is the hidden dimension (sliced by rows): every layer's attention
+        and FFN output projections."""
+        writers = []
+        for layer in range(self.num_layers(model)):
+            s = self.layer_sites(model, layer)
+            writers += [s.o, s.ffn_out]
+        return writers
 
     @abstractmethod
     def set_layer_heads(self, model: nn.Module, layer: int, heads: int) -> None:

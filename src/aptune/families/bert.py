@@ -73,13 +73,6 @@ class BertFamily(ModelFamily):
             readers.append(head.dense)
         return readers
 
-    def hidden_writers(self, model: nn.Module) -> list[nn.Module]:
-        writers = []
-        for layer in range(self.num_layers(model)):
-            s = self.layer_sites(model, layer)
-            writers += [s.o, s.ffn_out]
-        return writers
-
     def set_layer_heads(self, model: nn.Module, layer: int, heads: int) -> None:
         attn = self._layers(model)[layer].attention.self
         attn.num_attention_heads = heads

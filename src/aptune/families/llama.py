@@ -111,13 +111,6 @@ class LlamaFamily(ModelFamily):
             readers.append(head)
         return readers
 
-    def hidden_writers(self, model: nn.Module) -> list[nn.Module]:
-        writers = []
-        for layer in range(self.num_layers(model)):
-            s = self.layer_sites(model, layer)
-            writers += [s.o, s.ffn_out]
-        return writers
-
     def set_layer_heads(self, model: nn.Module, layer: int, heads: int) -> None:
         """Nothing to update: attention views with -1 heads and the group size is unchanged."""
 

@@ -108,6 +108,10 @@ def load_model(model_cfg: ModelConfig, objective: Objective) -> tuple[nn.Module,
         source, dtype=getattr(torch, model_cfg.dtype), trust_remote_code=remote, **objective.model_kwargs()
     )
     tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:  # decoder tokenizers often lack one
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:  # decoder classifiers find the last real token
+        model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
 
@@ -156,6 +160,8 @@ class AptRun:
         self.initial_shapes = shapes_dict(self.family.inventory(model), self.family.head_dim(model))
         self.total_before = sum(p.numel() for p in model.parameters())
         self.adapters = self._setup_trainable()
+        if cfg.train.gradient_checkpointing:
+            enable_checkpointing(self.model)
         self._set_window()
         self.pruner = self._make_pruner()
         tuning = cfg.tuning.enabled and self.pruner is not None and bool(self.adapters)
@@ -189,8 +195,6 @@ class AptRun:
             head.requires_grad_(True)
             if m.dtype != "float32":
                 _float32_head(head)
-        if self.cfg.train.gradient_checkpointing:
-            enable_checkpointing(model)
         return adapters
 
     def _set_window(self) -> None:
@@ -471,7 +475,7 @@ def train(
                 event = run.after_step(step)
                 step += 1
                 line = None
-                if step % cfg.train.eval_every == 0 or step == run.total_steps:
+                if step % cfg.train.eval_every == 0 and step < run.total_steps:  # the end: final metrics
                     last_eval = run.evaluate(_eval_split(objective))
                     line = {**run.status(step), **terms, "eval": last_eval}
                 elif step % cfg.train.log_every == 0 or event is not None:
@@ -495,6 +499,13 @@ def train(
     metrics = _final_metrics(cfg, run, train_seconds)
     model_dir = out / "model"
     if main:
+        final = {
+            **run.status(run.total_steps),
+            "eval": metrics["validation"] or metrics["test"],
+            "final": True,
+        }
+        with open(history_path, "a", encoding="utf-8") as history:
+            history.write(json.dumps({**final, "elapsed_s": train_seconds}) + "\n")
         model_dir = _export(
             run,
             out,
