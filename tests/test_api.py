@@ -67,6 +67,12 @@ def fake_lm_eval(monkeypatch):
     return calls
 
 
+def test_public_api_exports_the_decoder_helpers():
+    import aptune
+
+    assert aptune.run_lm_eval is run_lm_eval and callable(aptune.is_stock)
+
+
 def test_missing_lm_eval_names_the_install_command(pruned_llama_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval", None)
     with pytest.raises(AptuneError, match=r"pip install 'lm-eval\[hf\]'"):

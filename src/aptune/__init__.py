@@ -7,13 +7,13 @@ model = aptune.load_pruned(result.model_dir)       # the smaller dense model
 """
 
 from .adapter import AptLinear, attach_adapters, merge_adapters
-from .api import evaluate_model, load_model_dir, model_info
+from .api import evaluate_model, load_model_dir, model_info, run_lm_eval
 from .config import AptuneConfig, ConfigError, apply_overrides, describe_options, load_config, save_config
 from .errors import AptuneError
 from .families import family_for
 from .pruner import PruneOptions, Pruner
 from .search import MaskPlan, PlanError, plan_masks
-from .shrink import load_pruned, save_pruned, shrink_model
+from .shrink import is_stock, load_pruned, save_pruned, shrink_model
 from .train.data import DataError
 from .train.loop import RunResult, SetupError, train
 
@@ -37,12 +37,14 @@ __all__ = [
     "describe_options",
     "evaluate_model",
     "family_for",
+    "is_stock",
     "load_config",
     "load_model_dir",
     "load_pruned",
     "merge_adapters",
     "model_info",
     "plan_masks",
+    "run_lm_eval",
     "save_config",
     "save_pruned",
     "shrink_model",
