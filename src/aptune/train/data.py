@@ -255,7 +255,7 @@ def _assemble(
     return {"train": train, "validation": validation, "test": test}, notes
 
 
-def _subset(examples: list[Example], n: int | None, seed: int | None) -> list[Example]:
+def _subset(examples: list, n: int | None, seed: int | None) -> list:
     """At most ``n`` examples: the first ``n`` (``seed`` None) or a seeded sample kept in file order."""
     if n is None or n >= len(examples):
         return examples

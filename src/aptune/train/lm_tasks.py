@@ -391,13 +391,18 @@ def _chunks(examples: Sequence[LmExample], batch_size: int) -> Iterator[Sequence
         yield examples[start : start + batch_size]
 
 
+def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits (B, T, V) of an :func:`encode_causal` batch on the model's device."""
+    device = next(model.parameters()).device
+    return model(
+        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+    ).logits
+
+
 def _token_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Negative log-likelihood of each next token (B, T-1); 0 where the label is IGNORE_INDEX."""
-    device = next(model.parameters()).device
-    logits = model(
-        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-    ).logits  # (B, T, V)
-    targets = batch["labels"][:, 1:].to(device)  # (B, T-1)
+    logits = _logits(model, batch)  # (B, T, V)
+    targets = batch["labels"][:, 1:].to(logits.device)  # (B, T-1)
     nll = F.cross_entropy(
         logits[:, :-1].float().flatten(0, 1),  # (B*(T-1), V)
         targets.flatten(),  # (B*(T-1),)
@@ -478,12 +483,9 @@ def _single_token_scores(
 ) -> torch.Tensor:
     """Log-probabilities (B, C) of one-token choices from the logits just before the choice."""
     batch = encode_causal(tokenizer, [LmExample(e.prompt, first) for e in chunk], max_length, add_eos=False)
-    device = next(model.parameters()).device
-    logits = model(
-        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-    ).logits  # (B, T, V)
-    before = batch["attention_mask"].sum(1).to(device) - 2  # (B,) position predicting the choice
-    rows = logits[torch.arange(len(chunk), device=device), before].float()  # (B, V)
+    logits = _logits(model, batch)  # (B, T, V)
+    before = batch["attention_mask"].sum(1).to(logits.device) - 2  # (B,) position predicting the choice
+    rows = logits[torch.arange(len(chunk), device=logits.device), before].float()  # (B, V)
     return rows.log_softmax(-1)[:, token_ids].cpu()  # (B, C)
 
 

@@ -27,7 +27,7 @@ import transformers
 from torch import nn
 
 from ..config import AptuneConfig, DataConfig
-from .data import DataError, Example, TaskData, encode, load_task
+from .data import DataError, Example, TaskData, _subset, encode, load_task
 from .evaluate import evaluate
 from .lm_tasks import (
     IGNORE_INDEX,
@@ -79,11 +79,14 @@ class Objective(ABC):
     ) -> dict[str, float]:
         """Metrics of `model` on a split."""
 
+    def timing_examples(self, count: int) -> list:
+        """`count` test examples (cycled; the train split when there is no test split)."""
+        examples = self.splits.get("test") or self.splits["train"]
+        return [examples[i % len(examples)] for i in range(count)]
+
     def timing_inputs(self, tokenizer: Any, count: int, max_length: int) -> dict[str, torch.Tensor]:
         """A batch of `count` real test inputs (without labels) for timing inference."""
-        examples = self.splits.get("test") or self.splits["train"]
-        batch = [examples[i % len(examples)] for i in range(count)]
-        inputs = self.encode(tokenizer, batch, max_length)
+        inputs = self.encode(tokenizer, self.timing_examples(count), max_length)
         inputs.pop("labels")
         return inputs
 
@@ -128,8 +131,7 @@ class Classification(Objective):
 
     def timing_inputs(self, tokenizer: Any, count: int, max_length: int) -> dict[str, torch.Tensor]:
         """Real test texts padded to `max_length` (the classifier's worst case)."""
-        examples = self.splits.get("test") or self.splits["train"]
-        batch = [examples[i % len(examples)] for i in range(count)]
+        batch = self.timing_examples(count)
         inputs = tokenizer(
             [e.text for e in batch],
             [e.text_pair for e in batch] if self.is_pair else None,
@@ -275,11 +277,10 @@ def _limit(objective: Objective, cfg: DataConfig, seed: int) -> Objective:
         "test": cfg.max_eval_samples,
     }
     for split, examples in objective.splits.items():
-        n = limits.get(split)
-        if n is not None and n < len(examples):
-            picked = sorted(random.Random(seed).sample(range(len(examples)), n))
-            objective.splits[split] = [examples[i] for i in picked]
-            objective.notes.append(f"{split} split truncated from {len(examples)} to {n} examples")
+        kept = _subset(examples, limits.get(split), seed)
+        if len(kept) < len(examples):
+            objective.notes.append(f"{split} split truncated from {len(examples)} to {len(kept)} examples")
+        objective.splits[split] = kept
     return objective
 
 
