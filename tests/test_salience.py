@@ -57,10 +57,10 @@ def _reference(model, batches):
         return hook
 
     handles = []
-    for layer in range(family.num_layers(model)):
-        sites = family.layer_sites(model, layer)
-        handles.append(sites.o.register_forward_pre_hook(keep_input(("head", layer))))
-        handles.append(sites.ffn_out.register_forward_pre_hook(keep_input(("neuron", layer))))
+    for i, sites in enumerate(family.attention_sites(model)):
+        handles.append(sites.o.register_forward_pre_hook(keep_input(("head", i))))
+    for i, ffn in enumerate(family.ffn_sites(model)):
+        handles.append(ffn.ffn_out.register_forward_pre_hook(keep_input(("neuron", i))))
     hidden_sites = (
         family.residual_norms(model) if family.norm_writes_residual else family.residual_writers(model)
     )
@@ -164,12 +164,11 @@ def test_outlier_terms_add_to_heads_and_neurons_only(kind):
     family = family_for(model)
     totals = collector.totals()
     base = block_scores(totals, inv.heads, inv.neurons, inv.hidden, family.head_unit(model).qo)
-    layers = [family.layer_sites(model, i) for i in range(len(inv.heads))]
     full = add_outlier_terms(
         base,
         totals,
-        [s.o.weight for s in layers],
-        [s.ffn_out.weight for s in layers],
+        [s.o.weight for s in family.attention_sites(model)],
+        [f.ffn_out.weight for f in family.ffn_sites(model)],
         family.head_unit(model).qo,
         1.0,
     )

@@ -32,10 +32,7 @@ class _Block:
 
 def _blocks(inventory: BlockInventory, scores: BlockScores) -> list[_Block]:
     """Every block with its score and density, in flattened order."""
-    hidden_cost = sum(
-        inventory.head_cost * h + inventory.neuron_cost * n
-        for h, n in zip(inventory.heads, inventory.neurons, strict=True)
-    )
+    hidden_cost = inventory.head_cost * sum(inventory.heads) + inventory.neuron_cost * sum(inventory.neurons)
     raw: list[tuple[int, int, list[float], int]] = [
         (HEAD, layer, s.tolist(), inventory.head_cost * inventory.hidden)
         for layer, s in enumerate(scores.heads)
@@ -88,7 +85,7 @@ def _prefix_plans(
     minimum = {HEAD: min_heads, NEURON: min_neurons, HIDDEN: 1 if prune_hidden else inventory.hidden}
     forced = {b for (kind, _), members in preference.items() for b in members[: minimum[kind]]}
     rest = sorted((b for b in blocks if b not in forced), key=lambda b: (-b.density, -b.score, b.position))
-    layers = range(inventory.num_layers)
+    attentions, ffns = range(len(inventory.heads)), range(len(inventory.neurons))
     plans = []
     for i in range(len(rest) + 1):
         kept = forced | set(rest[:i])
@@ -96,18 +93,18 @@ def _prefix_plans(
         def count(kind: int, layer: int, kept: set[_Block] = kept) -> int:
             return sum(b in kept for b in preference[(kind, layer)])
 
-        head_target = [count(HEAD, layer) for layer in layers]
-        neuron_target = [_round_up(count(NEURON, layer), align, inventory.neurons[layer]) for layer in layers]
+        head_target = [count(HEAD, a) for a in attentions]
+        neuron_target = [_round_up(count(NEURON, f), align, inventory.neurons[f]) for f in ffns]
         if uniform_layers:
-            head_target = [max(head_target)] * len(layers)
-            neuron_target = [max(neuron_target)] * len(layers)
-        for layer in layers:
-            _fill(kept, preference[(HEAD, layer)], head_target[layer])
-            _fill(kept, preference[(NEURON, layer)], neuron_target[layer])
+            head_target = [max(head_target)] * len(attentions)
+            neuron_target = [max(neuron_target)] * len(ffns)
+        for a in attentions:
+            _fill(kept, preference[(HEAD, a)], head_target[a])
+        for f in ffns:
+            _fill(kept, preference[(NEURON, f)], neuron_target[f])
         _fill(kept, preference[(HIDDEN, 0)], _round_up(count(HIDDEN, 0), align, inventory.hidden))
-        per_dim = sum(
-            inventory.head_cost * count(HEAD, layer) + inventory.neuron_cost * count(NEURON, layer)
-            for layer in layers
+        per_dim = inventory.head_cost * sum(count(HEAD, a) for a in attentions) + inventory.neuron_cost * sum(
+            count(NEURON, f) for f in ffns
         )
         plans.append((kept, count(HIDDEN, 0) * per_dim))
     return preference, plans
@@ -175,14 +172,16 @@ SCORE = st.one_of(st.sampled_from([0.0, 1.0, 2.0]), st.floats(-1.0, 100.0, width
 
 @st.composite
 def search_cases(draw: st.DrawFn, uniform: bool = False) -> tuple[BlockInventory, BlockScores, dict]:
-    """A small random inventory, matching scores and search options."""
-    layers = draw(st.integers(1, 4))
+    """A small random inventory (as many or more attention modules than FFNs, like T5's decoder
+    layers with self- and cross-attention), matching scores and search options."""
+    ffns = draw(st.integers(1, 4))
+    attentions = ffns + draw(st.integers(0, 2))
     if uniform:
-        heads = [draw(st.integers(1, 6))] * layers
-        neurons = [draw(st.integers(1, 24))] * layers
+        heads = [draw(st.integers(1, 6))] * attentions
+        neurons = [draw(st.integers(1, 24))] * ffns
     else:
-        heads = draw(st.lists(st.integers(1, 6), min_size=layers, max_size=layers))
-        neurons = draw(st.lists(st.integers(1, 24), min_size=layers, max_size=layers))
+        heads = draw(st.lists(st.integers(1, 6), min_size=attentions, max_size=attentions))
+        neurons = draw(st.lists(st.integers(1, 24), min_size=ffns, max_size=ffns))
     inventory = BlockInventory(
         heads=tuple(heads),
         neurons=tuple(neurons),
@@ -377,7 +376,7 @@ def test_shape_mismatch_raises() -> None:
         plan_masks(SMALL, scores, 10**9)
     scores = _constant_scores(SMALL, 1.0)
     scores.heads.pop()
-    with pytest.raises(PlanError, match=r"scores\.heads covers 2 layers, the inventory has 3"):
+    with pytest.raises(PlanError, match=r"scores\.heads covers 2 modules, the inventory has 3"):
         plan_masks(SMALL, scores, 10**9)
 
 
@@ -438,10 +437,12 @@ def test_bad_options_raise() -> None:
 
 
 def test_inventory_prunable_params_formula() -> None:
+    three_attentions = BlockInventory(heads=(2, 1, 3), neurons=(8, 4), hidden=4, head_cost=3, neuron_cost=2)
+    assert three_attentions.prunable_params() == 4 * (3 * 6 + 2 * 12)
     inventory = BlockInventory(heads=(12, 10), neurons=(3072, 2000), hidden=768, head_cost=256, neuron_cost=2)
     assert inventory.prunable_params() == 768 * (256 * 22 + 2 * 5072)
     assert inventory.prunable_params(heads=(1, 1), neurons=(8, 8), hidden=16) == 16 * (256 * 2 + 2 * 16)
-    with pytest.raises(ValueError, match="head and neuron counts"):
+    with pytest.raises(ValueError, match="need 2 head and 2 neuron counts, got 1 and 2"):
         inventory.prunable_params(heads=(1,))
 
 
@@ -449,13 +450,15 @@ def test_inventory_prunable_params_formula() -> None:
     "fields",
     [
         {"heads": (), "neurons": ()},
-        {"heads": (1, 2), "neurons": (4,)},
+        {"heads": (1, 2), "neurons": ()},
         {"heads": (-1,), "neurons": (4,)},
         {"hidden": 0},
         {"neuron_cost": 0},
     ],
 )
 def test_inventory_validation(fields: dict) -> None:
+    """Empty module lists, negative counts and zero sizes are rejected (unequal numbers of
+    attention modules and FFNs are valid: T5 decoder layers have two attention modules)."""
     base = {"heads": (2,), "neurons": (4,), "hidden": 4, "head_cost": 2, "neuron_cost": 2}
     with pytest.raises(ValueError):
         BlockInventory(**{**base, **fields})

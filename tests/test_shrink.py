@@ -106,7 +106,7 @@ def test_plan_shape_mismatch_and_empty_layer_rejected(kind):
     with pytest.raises(ValueError, match="do not match"):
         shrink_model(model, bad)
     plan.neurons[1][:] = False
-    with pytest.raises(ValueError, match="every neuron of layer 1"):
+    with pytest.raises(ValueError, match="every neuron of FFN 1"):
         shrink_model(model, plan)
 
 

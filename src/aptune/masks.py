@@ -1,9 +1,9 @@
 """Structured masks (heads, FFN neurons, hidden dimensions), their decay, and where they act.
 
-Masks live in a `MaskState`: one vector per layer for heads and for neurons (layers may differ in
-size after physical pruning) and one vector for the hidden dimension. Each mask value moves toward
-its 0/1 target by `decay_rate` per step. The masks act through forward hooks installed on modules
-that a `ModelFamily` names (no model code is copied):
+Masks live in a `MaskState`: one vector per attention module for heads, one per FFN for neurons
+(modules may differ in size after physical pruning), and one vector for the hidden dimension. Each
+mask value moves toward its 0/1 target by `decay_rate` per step. The masks act through forward
+hooks installed on modules that a `ModelFamily` names (no model code is copied):
 
 * head mask: scales each head's context vector at the input of the attention output projection;
 * neuron mask: scales the FFN activation at the input of the FFN output projection;
@@ -28,7 +28,7 @@ from torch import nn
 from .search import MaskPlan
 
 SiteKey = tuple[str, int]
-"""A mask site: ("head", layer), ("neuron", layer) or ("hidden", site index)."""
+"""A mask site: ("head", attention index), ("neuron", FFN index) or ("hidden", site index)."""
 
 SiteObserver = Callable[[SiteKey, torch.Tensor, torch.Tensor], None]
 """Called as observer(site, pre_mask_activation, post_mask_output) during a forward pass."""
@@ -45,8 +45,8 @@ class MaskState:
     """Current and target masks of one model.
 
     Attributes:
-        heads: per layer, (n_h^l,) float mask values in [0, 1].
-        neurons: per layer, (n_f^l,) float mask values.
+        heads: per attention module, (n_h^a,) float mask values in [0, 1].
+        neurons: per FFN, (n_f^f,) float mask values.
         hidden: (d,) float mask values.
         *_target: the 0/1 targets the values decay toward (set by `set_targets`).
         enabled: when False every site passes activations through unchanged (teacher passes).
@@ -62,7 +62,7 @@ class MaskState:
 
     @classmethod
     def ones(cls, heads: list[int], neurons: list[int], hidden: int, device=None) -> MaskState:
-        """All-ones masks (and targets) for the given per-layer counts."""
+        """All-ones masks (and targets) for the given per-module counts."""
         state = cls(
             heads=[torch.ones(n, device=device) for n in heads],
             neurons=[torch.ones(n, device=device) for n in neurons],
@@ -259,14 +259,12 @@ def install_masks(model: nn.Module, family, state: MaskState) -> MaskHooks:
     """
     hooks = MaskHooks(handles=[])
     width = family.head_unit(model).qo
-    for layer in range(family.num_layers(model)):
-        sites = family.layer_sites(model, layer)
-        hooks.handles.append(
-            sites.o.register_forward_pre_hook(_channel_hook(state, hooks, ("head", layer), width))
-        )
-        hooks.handles.append(
-            sites.ffn_out.register_forward_pre_hook(_channel_hook(state, hooks, ("neuron", layer), 1))
-        )
+    for i, sites in enumerate(family.attention_sites(model)):
+        hook = _channel_hook(state, hooks, ("head", i), width)
+        hooks.handles.append(sites.o.register_forward_pre_hook(hook))
+    for i, ffn in enumerate(family.ffn_sites(model)):
+        hook = _channel_hook(state, hooks, ("neuron", i), 1)
+        hooks.handles.append(ffn.ffn_out.register_forward_pre_hook(hook))
     norm_fn, scale = _MASKED_NORMS[family.norm_kind], family.norm_writes_residual
     for i, norm in enumerate(family.residual_norms(model)):
         hook = _norm_hook(state, hooks, ("hidden", i), norm_fn, scale)

@@ -95,12 +95,11 @@ class Pruner:
         width = self.family.head_unit(self.model).qo
         scores = block_scores(totals, inv.heads, inv.neurons, inv.hidden, width)
         if self.options.use_kurtosis and self.options.kurtosis_weight > 0:
-            sites = [self.family.layer_sites(self.model, i) for i in range(inv.num_layers)]
             scores = add_outlier_terms(
                 scores,
                 totals,
-                [effective_weight(s.o) for s in sites],
-                [effective_weight(s.ffn_out) for s in sites],
+                [effective_weight(s.o) for s in self.family.attention_sites(self.model)],
+                [effective_weight(f.ffn_out) for f in self.family.ffn_sites(self.model)],
                 width,
                 self.options.kurtosis_weight,
             )

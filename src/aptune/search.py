@@ -1,16 +1,18 @@
 """Mask search: block inventory + salience scores + parameter budget -> target keep-masks.
 
-Implements apt-method.md section 4. Blocks are attention heads, FFN neurons (per layer) and hidden
-dimensions (shared by all layers). Each block's density is its salience divided by its parameter
-cost; the non-forced blocks of all types are sorted by density and the longest prefix whose model
-size fits the budget is found by binary search. Model size is not additive
-(``C = d' * sum_l (head_cost * n_h'^l + neuron_cost * n_f'^l)``) but it is monotone in the prefix
-length, alignment included, which is what makes the binary search exact.
+Implements apt-method.md section 4. Blocks are attention heads (per attention module), FFN neurons
+(per FFN) and hidden dimensions (shared by all of them). An encoder or decoder layer has one
+attention module and one FFN; a T5 decoder layer has two attention modules (self and cross) and one
+FFN, so the two lists may differ in length. Each block's density is its salience divided by its
+parameter cost; the non-forced blocks of all types are sorted by density and the longest prefix
+whose model size fits the budget is found by binary search. Model size is not additive
+(``C = d' * (sum_a head_cost * n_h'^a + sum_f neuron_cost * n_f'^f)``) but it is monotone in the
+prefix length, alignment included, which is what makes the binary search exact.
 
 Ordering is deterministic: ties in density are broken by score, then by position in the flattened
-block list (heads of layer 0..L-1, neurons of layer 0..L-1, hidden dims). Within one layer and block
-type this order equals "score descending, lower index first", so every kept set is a top-k of its
-layer and type.
+block list (heads of attention 0..A-1, neurons of FFN 0..F-1, hidden dims). Within one module and
+block type this order equals "score descending, lower index first", so every kept set is a top-k of
+its module and type.
 
 This module works on plain counts and tensors only; masks are returned as CPU bool tensors.
 """
@@ -35,8 +37,9 @@ class PlanError(AptuneError):
 class BlockInventory:
     """Current prunable structure of a model (counts only, no module names).
 
-    ``head_cost`` is the parameter count of one head per retained hidden dim (``4 * d_h`` for MHA
-    with q, k, v, o); ``neuron_cost`` that of one FFN neuron (2, or 3 for a gated FFN).
+    ``heads`` has one count per attention module, ``neurons`` one per FFN. ``head_cost`` is the
+    parameter count of one head per retained hidden dim (``4 * d_h`` for MHA with q, k, v, o);
+    ``neuron_cost`` that of one FFN neuron (2, or 3 for a gated FFN).
     """
 
     heads: tuple[int, ...]
@@ -49,9 +52,9 @@ class BlockInventory:
         """Coerce counts to tuples of ints and validate them."""
         object.__setattr__(self, "heads", tuple(int(n) for n in self.heads))
         object.__setattr__(self, "neurons", tuple(int(n) for n in self.neurons))
-        if not self.heads or len(self.heads) != len(self.neurons):
+        if not self.heads or not self.neurons:
             raise ValueError(
-                f"need >= 1 layer and one head count and one neuron count per layer, "
+                f"need >= 1 attention module and >= 1 FFN, "
                 f"got {len(self.heads)} head counts and {len(self.neurons)} neuron counts"
             )
         if min(self.heads) < 0 or min(self.neurons) < 0:
@@ -62,16 +65,9 @@ class BlockInventory:
                 f"head_cost={self.head_cost}, neuron_cost={self.neuron_cost}"
             )
 
-    @property
-    def num_layers(self) -> int:
-        """Number of layers."""
-        return len(self.heads)
-
     def hidden_cost(self) -> int:
-        """Parameters of one hidden dim: ``sum_l (head_cost * n_h^l + neuron_cost * n_f^l)``."""
-        return sum(
-            self.head_cost * h + self.neuron_cost * n for h, n in zip(self.heads, self.neurons, strict=True)
-        )
+        """Parameters of one hidden dim: ``sum_a head_cost * n_h^a + sum_f neuron_cost * n_f^f``."""
+        return self.head_cost * sum(self.heads) + self.neuron_cost * sum(self.neurons)
 
     def prunable_params(
         self,
@@ -79,18 +75,19 @@ class BlockInventory:
         neurons: Sequence[int] | None = None,
         hidden: int | None = None,
     ) -> int:
-        """Prunable parameters ``C = d' * sum_l (head_cost * n_h'^l + neuron_cost * n_f'^l)``.
+        """Prunable parameters ``C = d' * (sum_a head_cost * n_h'^a + sum_f neuron_cost * n_f'^f)``.
 
         Arguments default to the inventory's own counts.
         """
         heads = self.heads if heads is None else heads
         neurons = self.neurons if neurons is None else neurons
         hidden = self.hidden if hidden is None else hidden
-        if len(heads) != self.num_layers or len(neurons) != self.num_layers:
+        if len(heads) != len(self.heads) or len(neurons) != len(self.neurons):
             raise ValueError(
-                f"need {self.num_layers} head and neuron counts, got {len(heads)} and {len(neurons)}"
+                f"need {len(self.heads)} head and {len(self.neurons)} neuron counts, "
+                f"got {len(heads)} and {len(neurons)}"
             )
-        per_dim = sum(self.head_cost * h + self.neuron_cost * n for h, n in zip(heads, neurons, strict=True))
+        per_dim = self.head_cost * sum(heads) + self.neuron_cost * sum(neurons)
         return int(hidden) * int(per_dim)
 
 
@@ -98,8 +95,8 @@ class BlockInventory:
 class BlockScores:
     """Salience of every block; shapes must match a :class:`BlockInventory`."""
 
-    heads: list[torch.Tensor]  # per layer, (n_h^l,)
-    neurons: list[torch.Tensor]  # per layer, (n_f^l,)
+    heads: list[torch.Tensor]  # per attention module, (n_h^a,)
+    neurons: list[torch.Tensor]  # per FFN, (n_f^f,)
     hidden: torch.Tensor  # (d,)
 
 
@@ -107,19 +104,19 @@ class BlockScores:
 class MaskPlan:
     """Target keep-masks (True = keep) and the prunable parameter count they retain."""
 
-    heads: list[torch.Tensor]  # per layer, bool (n_h^l,)
-    neurons: list[torch.Tensor]  # per layer, bool (n_f^l,)
+    heads: list[torch.Tensor]  # per attention module, bool (n_h^a,)
+    neurons: list[torch.Tensor]  # per FFN, bool (n_f^f,)
     hidden: torch.Tensor  # bool (d,)
     params: int
 
     @property
     def kept_heads(self) -> tuple[int, ...]:
-        """Kept heads per layer."""
+        """Kept heads per attention module."""
         return tuple(int(m.sum()) for m in self.heads)
 
     @property
     def kept_neurons(self) -> tuple[int, ...]:
-        """Kept FFN neurons per layer."""
+        """Kept FFN neurons per FFN."""
         return tuple(int(m.sum()) for m in self.neurons)
 
     @property
@@ -147,7 +144,7 @@ class _Shape:
 class _Ranking:
     """Preference orders of the block groups and the greedy order of the non-forced blocks.
 
-    Groups are numbered: heads of layer 0..L-1, neurons of layer 0..L-1, hidden dims (2L).
+    Groups are numbered: heads of attention 0..A-1, neurons of FFN 0..F-1, hidden dims (A + F).
     """
 
     group_orders: tuple[torch.Tensor, ...]  # per group, (size_g,) local block indices, best first
@@ -190,10 +187,14 @@ def _checked(score: torch.Tensor, expected: int, what: str) -> torch.Tensor:
 
 def _validated_scores(inventory: BlockInventory, scores: BlockScores) -> list[torch.Tensor]:
     """Check scores against the inventory; return them as float64 vectors, one per group."""
-    layers = inventory.num_layers
-    for name, per_layer in (("heads", scores.heads), ("neurons", scores.neurons)):
-        if len(per_layer) != layers:
-            raise PlanError(f"scores.{name} covers {len(per_layer)} layers, the inventory has {layers}")
+    for name, per_module, expected in (
+        ("heads", scores.heads, inventory.heads),
+        ("neurons", scores.neurons, inventory.neurons),
+    ):
+        if len(per_module) != len(expected):
+            raise PlanError(
+                f"scores.{name} covers {len(per_module)} modules, the inventory has {len(expected)}"
+            )
     groups = [
         _checked(s, n, f"heads of layer {layer}")
         for layer, (s, n) in enumerate(zip(scores.heads, inventory.heads, strict=True))
@@ -208,9 +209,8 @@ def _validated_scores(inventory: BlockInventory, scores: BlockScores) -> list[to
 
 def _group_costs(inventory: BlockInventory) -> list[int]:
     """Parameter cost of one block of each group (at least 1, so densities stay finite)."""
-    layers = inventory.num_layers
-    costs = [inventory.head_cost * inventory.hidden] * layers
-    costs += [inventory.neuron_cost * inventory.hidden] * layers
+    costs = [inventory.head_cost * inventory.hidden] * len(inventory.heads)
+    costs += [inventory.neuron_cost * inventory.hidden] * len(inventory.neurons)
     costs.append(max(1, inventory.hidden_cost()))
     return costs
 
@@ -246,17 +246,17 @@ def _round_up(count: int, align: int, cap: int) -> int:
 
 def _shape_at(ranking: _Ranking, i: int, inventory: BlockInventory, align: int, uniform: bool) -> _Shape:
     """Kept counts for the greedy prefix of length ``i``, aligned (and made uniform if asked)."""
-    layers = inventory.num_layers
-    raw = ranking.forced + torch.bincount(ranking.greedy_groups[:i], minlength=2 * layers + 1)  # (G,)
+    n_att, n_ffn = len(inventory.heads), len(inventory.neurons)
+    raw = ranking.forced + torch.bincount(ranking.greedy_groups[:i], minlength=n_att + n_ffn + 1)  # (G,)
     counts = raw.tolist()
-    heads = counts[:layers]
+    heads = counts[:n_att]
     neurons = [
         _round_up(n, align, cap)
-        for n, cap in zip(counts[layers : 2 * layers], inventory.neurons, strict=True)
+        for n, cap in zip(counts[n_att : n_att + n_ffn], inventory.neurons, strict=True)
     ]
     if uniform:
-        heads = [max(heads)] * layers
-        neurons = [max(neurons)] * layers
+        heads = [max(heads)] * n_att
+        neurons = [max(neurons)] * n_ffn
     return _Shape(tuple(heads), tuple(neurons), _round_up(counts[-1], align, inventory.hidden))
 
 
@@ -320,7 +320,7 @@ def plan_masks(
     """
     _check_options(inventory, align, min_heads, min_neurons, uniform_layers)
     groups = _validated_scores(inventory, scores)
-    layers = inventory.num_layers
+    n_att = len(inventory.heads)
     forced = [min(min_heads, n) for n in inventory.heads] + [min(min_neurons, n) for n in inventory.neurons]
     forced.append(1 if prune_hidden else inventory.hidden)
     ranking = _rank(groups, _group_costs(inventory), forced)
@@ -341,7 +341,7 @@ def plan_masks(
     orders = ranking.group_orders
     return MaskPlan(
         heads=[_top_k_mask(orders[layer], k) for layer, k in enumerate(shape.heads)],
-        neurons=[_top_k_mask(orders[layers + layer], k) for layer, k in enumerate(shape.neurons)],
+        neurons=[_top_k_mask(orders[n_att + i], k) for i, k in enumerate(shape.neurons)],
         hidden=_top_k_mask(orders[-1], shape.hidden),
         params=inventory.prunable_params(shape.heads, shape.neurons, shape.hidden),
     )

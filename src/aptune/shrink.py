@@ -103,20 +103,23 @@ def shrink_model(model: nn.Module, plan: MaskPlan, family: ModelFamily | None = 
     _check_plan(family.inventory(model), plan)
     _ensure_base_config(model)
     records: list[SliceRecord] = []
+    family.prepare(model)
     head_dim, unit = family.head_dim(model), family.head_unit(model)
-    for layer in range(family.num_layers(model)):
-        sites = family.layer_sites(model, layer)
-        qo = _head_channels(plan.heads[layer], unit.qo)
-        kv = _head_channels(plan.heads[layer], unit.kv)
+    for i, sites in enumerate(family.attention_sites(model)):
+        keep = plan.heads[i]
+        qo, kv = _head_channels(keep, unit.qo), _head_channels(keep, unit.kv)
         slice_linear(sites.q, qo, "out", records)
         slice_linear(sites.k, kv, "out", records)
         slice_linear(sites.v, kv, "out", records)
         slice_linear(sites.o, qo, "in", records)
-        family.set_layer_heads(model, layer, int(plan.heads[layer].sum()))
-        neurons = plan.neurons[layer].nonzero().flatten()
-        for proj in sites.ffn_in:
+        for param, dim in family.per_head_params(model, i):
+            slice_param(param, dim, keep.nonzero().flatten(), records)
+        family.set_heads(model, i, int(keep.sum()))
+    for i, ffn in enumerate(family.ffn_sites(model)):
+        neurons = plan.neurons[i].nonzero().flatten()
+        for proj in ffn.ffn_in:
             slice_linear(proj, neurons, "out", records)
-        slice_linear(sites.ffn_out, neurons, "in", records)
+        slice_linear(ffn.ffn_out, neurons, "in", records)
     _shrink_hidden(model, family, plan.hidden.nonzero().flatten(), records)
     inventory = family.inventory(model)
     family.update_config(model, inventory)
@@ -127,8 +130,11 @@ def shrink_model(model: nn.Module, plan: MaskPlan, family: ModelFamily | None = 
 def _shrink_hidden(model: nn.Module, family: ModelFamily, keep: torch.Tensor, records: list) -> None:
     if keep.numel() == family.inventory(model).hidden:
         return
+    sliced: set[int] = set()
     for emb in family.hidden_embeddings(model):
-        slice_param(emb.weight, 1, keep, records)
+        if id(emb.weight) not in sliced:  # tied embeddings (T5's shared table) are cut once
+            slice_param(emb.weight, 1, keep, records)
+            sliced.add(id(emb.weight))
         emb.embedding_dim = keep.numel()
     for norm in family.residual_norms(model):
         _slice_norm(norm, keep, records)
@@ -146,10 +152,10 @@ def _check_plan(inventory: BlockInventory, plan: MaskPlan) -> None:
             f"mask plan shapes (heads {heads}, neurons {neurons}, hidden {plan.hidden.numel()}) do not match "
             f"the model (heads {inventory.heads}, neurons {inventory.neurons}, hidden {inventory.hidden})"
         )
-    for name, masks in (("heads", plan.heads), ("neurons", plan.neurons)):
-        for layer, m in enumerate(masks):
+    for what, masks in (("head of attention module", plan.heads), ("neuron of FFN", plan.neurons)):
+        for i, m in enumerate(masks):
             if not bool(m.any()):
-                raise ValueError(f"mask plan removes every {name[:-1]} of layer {layer}; keep at least one")
+                raise ValueError(f"mask plan removes every {what} {i}; keep at least one")
     if not bool(plan.hidden.any()):
         raise ValueError("mask plan removes every hidden dimension; keep at least one")
 

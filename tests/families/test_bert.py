@@ -26,9 +26,10 @@ def test_prunable_params_match_the_linear_weights(kind):
     model = tiny_model(kind)
     family = family_for(model)
     weights = 0
-    for layer in range(family.num_layers(model)):
-        s = family.layer_sites(model, layer)
-        weights += sum(m.weight.numel() for m in (s.q, s.k, s.v, s.o, *s.ffn_in, s.ffn_out))
+    for s in family.attention_sites(model):
+        weights += sum(m.weight.numel() for m in (s.q, s.k, s.v, s.o))
+    for f in family.ffn_sites(model):
+        weights += sum(m.weight.numel() for m in (*f.ffn_in, f.ffn_out))
     assert family.inventory(model).prunable_params() == weights
 
 

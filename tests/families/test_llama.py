@@ -26,9 +26,10 @@ def kind(request) -> str:
 def _weights(model):
     family = family_for(model)
     total = 0
-    for layer in range(family.num_layers(model)):
-        s = family.layer_sites(model, layer)
-        total += sum(m.weight.numel() for m in (s.q, s.k, s.v, s.o, *s.ffn_in, s.ffn_out))
+    for s in family.attention_sites(model):
+        total += sum(m.weight.numel() for m in (s.q, s.k, s.v, s.o))
+    for f in family.ffn_sites(model):
+        total += sum(m.weight.numel() for m in (*f.ffn_in, f.ffn_out))
     return total
 
 

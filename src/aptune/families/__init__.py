@@ -2,8 +2,9 @@
 
 from .base import (
     AdapterSlot,
+    AttentionSites,
+    FfnSites,
     HeadUnit,
-    LayerSites,
     ModelFamily,
     family_for,
     register_family,
@@ -16,8 +17,9 @@ __all__ = [
     "BERT",
     "LLAMA",
     "AdapterSlot",
+    "AttentionSites",
+    "FfnSites",
     "HeadUnit",
-    "LayerSites",
     "ModelFamily",
     "family_for",
     "register_family",

@@ -1,9 +1,12 @@
 """What aptune needs to know about a model family, in one interface.
 
-A `ModelFamily` names the modules of one transformers architecture: where heads, neurons and the
-hidden dimension live, which linears read or write the hidden dimension, where adapters go, and how
-to update module attributes and the config after physical pruning. Everything else in aptune works
-on these answers and never on module names.
+A `ModelFamily` names the modules of one transformers architecture: its attention modules (whose
+heads are pruned) and its FFNs (whose neurons are pruned), where the hidden dimension lives, which
+linears read or write it, where adapters go, and how to update module attributes and the config
+after physical pruning. Everything else in aptune works on these answers and never on module names.
+
+An encoder or decoder layer has one attention module and one FFN; an encoder-decoder's decoder
+layer has two attention modules (self and cross) and one FFN, so the two lists need not pair up.
 """
 
 from __future__ import annotations
@@ -17,16 +20,22 @@ from ..search import BlockInventory
 
 
 @dataclass
-class LayerSites:
-    """The prunable modules of one transformer layer (plain or adapted linears)."""
+class AttentionSites:
+    """The projections of one attention module (plain or adapted linears) and the module itself."""
 
     q: nn.Module
     k: nn.Module
     v: nn.Module
     o: nn.Module
+    module: nn.Module
+
+
+@dataclass
+class FfnSites:
+    """The projections of one FFN: into the neurons (`ffn_in`, gated FFNs have two) and out."""
+
     ffn_in: list[nn.Module]
     ffn_out: nn.Module
-    attention: nn.Module
 
 
 @dataclass(frozen=True)
@@ -71,15 +80,37 @@ class ModelFamily(ABC):
 
     @abstractmethod
     def num_layers(self, model: nn.Module) -> int:
-        """Number of transformer layers."""
+        """Number of layers whose hidden states self-distillation matches (`distill_states`)."""
 
     @abstractmethod
     def head_dim(self, model: nn.Module) -> int:
         """Size of one attention head (never changed by pruning)."""
 
     @abstractmethod
-    def layer_sites(self, model: nn.Module, layer: int) -> LayerSites:
-        """The prunable modules of `layer`."""
+    def attention_sites(self, model: nn.Module) -> list[AttentionSites]:
+        """Every attention module, in forward order (head masks and head counts follow it)."""
+
+    @abstractmethod
+    def ffn_sites(self, model: nn.Module) -> list[FfnSites]:
+        """Every FFN, in forward order (neuron masks and counts follow it)."""
+
+    def prepare(self, model: nn.Module) -> None:
+        """Make attention modules prunable independently of each other (idempotent). Called before
+        every physical cut, so models rebuilt by `load_pruned` are prepared too. Nothing to do
+        for families whose attention modules share no per-head state."""
+        return None
+
+    def per_head_params(self, model: nn.Module, attention: int) -> list[tuple[nn.Parameter, int]]:
+        """Parameters besides q/k/v/o holding one entry per head unit of attention module
+        `attention` along the given dim (sliced with the heads); none by default."""
+        return []
+
+    def distill_states(self, output) -> tuple:
+        """The per-layer hidden states self-distillation matches: (embeddings, layer 1, ...)."""
+        return output.hidden_states
+
+    distill_mask_key: str = "attention_mask"
+    """The batch entry marking the real tokens of `distill_states`."""
 
     def head_unit(self, model: nn.Module) -> HeadUnit:
         """Channels of one prunable attention unit (one head for multi-head attention)."""
@@ -104,17 +135,18 @@ class ModelFamily(ABC):
         """Linears whose input is the hidden dimension (sliced by columns)."""
 
     def hidden_writers(self, model: nn.Module) -> list[nn.Module]:
-        """Linears whose output is the hidden dimension (sliced by rows): every layer's attention
-        and FFN output projections."""
-        writers = []
-        for layer in range(self.num_layers(model)):
-            s = self.layer_sites(model, layer)
-            writers += [s.o, s.ffn_out]
-        return writers
+        """Linears whose output is the hidden dimension (sliced by rows): every attention and FFN
+        output projection."""
+        return [s.o for s in self.attention_sites(model)] + [f.ffn_out for f in self.ffn_sites(model)]
+
+    def block_readers(self, model: nn.Module) -> list[nn.Module]:
+        """The q, k, v projections and FFN input projections: linears reading the hidden dim."""
+        readers = [m for s in self.attention_sites(model) for m in (s.q, s.k, s.v)]
+        return readers + [m for f in self.ffn_sites(model) for m in f.ffn_in]
 
     @abstractmethod
-    def set_layer_heads(self, model: nn.Module, layer: int, heads: int) -> None:
-        """Update the attention module's head-count attributes after heads were removed."""
+    def set_heads(self, model: nn.Module, attention: int, heads: int) -> None:
+        """Update attention module `attention`'s head-count attributes after heads were removed."""
 
     @abstractmethod
     def update_config(self, model: nn.Module, inventory: BlockInventory) -> None:
@@ -133,25 +165,16 @@ class ModelFamily(ABC):
         `head_units` head units (1: no constraint)."""
         return 1
 
-    def ffn_neuron_cost(self) -> int:
-        """Parameters per FFN neuron per hidden dim (2 for up/down, 3 for gated)."""
-        return 2
-
     def inventory(self, model: nn.Module) -> BlockInventory:
         """Current prunable blocks of `model`, read from its modules."""
         unit = self.head_unit(model)
-        heads, neurons = [], []
-        for layer in range(self.num_layers(model)):
-            sites = self.layer_sites(model, layer)
-            heads.append(sites.o.in_features // unit.qo)
-            neurons.append(sites.ffn_out.in_features)
-        hidden = self.hidden_embeddings(model)[0].embedding_dim
+        ffns = self.ffn_sites(model)
         return BlockInventory(
-            heads=tuple(heads),
-            neurons=tuple(neurons),
-            hidden=hidden,
+            heads=tuple(s.o.in_features // unit.qo for s in self.attention_sites(model)),
+            neurons=tuple(f.ffn_out.in_features for f in ffns),
+            hidden=self.hidden_embeddings(model)[0].embedding_dim,
             head_cost=2 * (unit.qo + unit.kv),
-            neuron_cost=self.ffn_neuron_cost(),
+            neuron_cost=len(ffns[0].ffn_in) + 1,  # 2 for up/down, 3 for gated
         )
 
 

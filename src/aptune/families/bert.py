@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..search import BlockInventory
-from .base import AdapterSlot, LayerSites, ModelFamily, register_family
+from .base import AdapterSlot, AttentionSites, FfnSites, ModelFamily, register_family
 
 _MHA = {
     "query": ("self", "query"),
@@ -37,18 +37,20 @@ class BertFamily(ModelFamily):
     def head_dim(self, model: nn.Module) -> int:
         return self._layers(model)[0].attention.self.attention_head_size
 
-    def layer_sites(self, model: nn.Module, layer: int) -> LayerSites:
-        block = self._layers(model)[layer]
-        attn = block.attention.self
-        return LayerSites(
-            q=attn.query,
-            k=attn.key,
-            v=attn.value,
-            o=block.attention.output.dense,
-            ffn_in=[block.intermediate.dense],
-            ffn_out=block.output.dense,
-            attention=attn,
-        )
+    def attention_sites(self, model: nn.Module) -> list[AttentionSites]:
+        return [
+            AttentionSites(
+                q=b.attention.self.query,
+                k=b.attention.self.key,
+                v=b.attention.self.value,
+                o=b.attention.output.dense,
+                module=b.attention.self,
+            )
+            for b in self._layers(model)
+        ]
+
+    def ffn_sites(self, model: nn.Module) -> list[FfnSites]:
+        return [FfnSites(ffn_in=[b.intermediate.dense], ffn_out=b.output.dense) for b in self._layers(model)]
 
     def residual_norms(self, model: nn.Module) -> list[nn.Module]:
         norms = [model.base_model.embeddings.LayerNorm]
@@ -61,10 +63,7 @@ class BertFamily(ModelFamily):
         return [m for m in (emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings) if m]
 
     def hidden_readers(self, model: nn.Module) -> list[nn.Module]:
-        readers = []
-        for layer in range(self.num_layers(model)):
-            s = self.layer_sites(model, layer)
-            readers += [s.q, s.k, s.v, *s.ffn_in]
+        readers = self.block_readers(model)
         pooler = getattr(model.base_model, "pooler", None)
         if pooler is not None:
             readers.append(pooler.dense)
@@ -73,8 +72,8 @@ class BertFamily(ModelFamily):
             readers.append(head.dense)
         return readers
 
-    def set_layer_heads(self, model: nn.Module, layer: int, heads: int) -> None:
-        attn = self._layers(model)[layer].attention.self
+    def set_heads(self, model: nn.Module, attention: int, heads: int) -> None:
+        attn = self._layers(model)[attention].attention.self
         attn.num_attention_heads = heads
         attn.all_head_size = heads * attn.attention_head_size
 

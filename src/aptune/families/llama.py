@@ -22,7 +22,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..search import BlockInventory
-from .base import AdapterSlot, HeadUnit, LayerSites, ModelFamily, register_family
+from .base import AdapterSlot, AttentionSites, FfnSites, HeadUnit, ModelFamily, register_family
 
 _MHA = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "output": "o_proj"}
 _FFN = {"intermediate": ("gate_proj", "up_proj"), "output": ("down_proj",)}
@@ -64,21 +64,17 @@ class LlamaFamily(ModelFamily):
             return 1
         return head_units * self.group_size(model)
 
-    def ffn_neuron_cost(self) -> int:
-        return 3
+    def attention_sites(self, model: nn.Module) -> list[AttentionSites]:
+        return [
+            AttentionSites(q=a.q_proj, k=a.k_proj, v=a.v_proj, o=a.o_proj, module=a)
+            for a in (block.self_attn for block in self._layers(model))
+        ]
 
-    def layer_sites(self, model: nn.Module, layer: int) -> LayerSites:
-        block = self._layers(model)[layer]
-        attn, mlp = block.self_attn, block.mlp
-        return LayerSites(
-            q=attn.q_proj,
-            k=attn.k_proj,
-            v=attn.v_proj,
-            o=attn.o_proj,
-            ffn_in=[mlp.gate_proj, mlp.up_proj],
-            ffn_out=mlp.down_proj,
-            attention=attn,
-        )
+    def ffn_sites(self, model: nn.Module) -> list[FfnSites]:
+        return [
+            FfnSites(ffn_in=[m.gate_proj, m.up_proj], ffn_out=m.down_proj)
+            for m in (block.mlp for block in self._layers(model))
+        ]
 
     def residual_norms(self, model: nn.Module) -> list[nn.Module]:
         norms = []
@@ -102,16 +98,13 @@ class LlamaFamily(ModelFamily):
         return head is not None and head.weight is model.base_model.embed_tokens.weight
 
     def hidden_readers(self, model: nn.Module) -> list[nn.Module]:
-        readers = []
-        for layer in range(self.num_layers(model)):
-            s = self.layer_sites(model, layer)
-            readers += [s.q, s.k, s.v, *s.ffn_in]
+        readers = self.block_readers(model)
         head = self._output_head(model)
         if head is not None and not self._tied(model):
             readers.append(head)
         return readers
 
-    def set_layer_heads(self, model: nn.Module, layer: int, heads: int) -> None:
+    def set_heads(self, model: nn.Module, attention: int, heads: int) -> None:
         """Nothing to update: attention views with -1 heads and the group size is unchanged."""
 
     def update_config(self, model: nn.Module, inventory: BlockInventory) -> None:

@@ -271,9 +271,11 @@ class AptRun:
                 d = self.cfg.distill
                 pred = prediction_loss(out.logits, teacher.logits, d.temperature)
                 keep = self.pruner.masks.hidden > 0
-                student_h = [out.hidden_states[i + 1] for i in self.layers]
-                teacher_h = [teacher.hidden_states[i + 1] for i in self.layers]
-                layer = layer_loss(student_h, teacher_h, self.transforms, keep, enc["attention_mask"])
+                states = self.family.distill_states
+                student_h = [states(out)[i + 1] for i in self.layers]
+                teacher_h = [states(teacher)[i + 1] for i in self.layers]
+                tokens = enc[self.family.distill_mask_key]
+                layer = layer_loss(student_h, teacher_h, self.transforms, keep, tokens)
                 loss = mu * (d.pred_weight * pred + d.layer_weight * layer) + (1 - mu) * task_loss
                 terms.update(distill_pred=pred.item(), distill_layer=layer.item())
         self.acc.backward(loss)
