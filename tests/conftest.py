@@ -49,8 +49,44 @@ FAMILIES = {
         {**_DECODER, "num_attention_heads": 6, "num_key_value_heads": 3, "head_dim": 8},
     ),
 }
+_T5 = {
+    "d_kv": 8,
+    "d_ff": 48,
+    "num_decoder_layers": 2,  # unlike the encoder's 3: the two stacks are counted separately
+    "dropout_rate": 0.0,
+    "relative_attention_num_buckets": 8,
+    "relative_attention_max_distance": 16,
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+    "decoder_start_token_id": 0,
+}
+FAMILIES.update(
+    {
+        # T5: ReLU FFN (wi/wo), decoder outputs rescaled by d_model ** -0.5 before the tied LM head
+        "t5": (transformers.T5Config, transformers.T5ForConditionalGeneration, _T5),
+        # T5 v1.1 / Flan-T5 layout: gated FFN (wi_0/wi_1/wo), no rescale
+        "t5-gated": (
+            transformers.T5Config,
+            transformers.T5ForConditionalGeneration,
+            {**_T5, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False},
+        ),
+    }
+)
 ENCODERS = ("bert", "roberta")
 DECODERS = ("llama", "llama-gqa", "qwen2", "mistral")
+SEQ2SEQ = ("t5", "t5-gated")
+
+
+def _decode_shifted_input(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook of the tiny T5 kinds: without decoder inputs, the decoder reads the encoder
+    input shifted right, so the shared invariant suite calls every kind with the same batch."""
+    if kwargs.get("decoder_input_ids") is None and kwargs.get("input_ids") is not None:
+        kwargs = {
+            **kwargs,
+            "decoder_input_ids": model._shift_right(kwargs["input_ids"]),
+            "decoder_attention_mask": kwargs.get("attention_mask"),
+        }
+    return args, kwargs
 
 
 def tiny_model(kind: str, seed: int = 0, **overrides) -> torch.nn.Module:
@@ -60,7 +96,15 @@ def tiny_model(kind: str, seed: int = 0, **overrides) -> torch.nn.Module:
     torch.manual_seed(seed)
     config = config_cls(**{**TINY, **defaults, **overrides})
     config._attn_implementation = "eager" if eager else "sdpa"
-    return model_cls(config).eval()
+    return feed_decoder(model_cls(config).eval())
+
+
+def feed_decoder(model: torch.nn.Module) -> torch.nn.Module:
+    """An encoder-decoder `model` made to decode its encoder input shifted right when called
+    without decoder inputs (see `_decode_shifted_input`); other models are returned unchanged."""
+    if model.config.is_encoder_decoder:
+        model.register_forward_pre_hook(_decode_shifted_input, with_kwargs=True)
+    return model
 
 
 def tiny_batch(seed: int = 0, batch: int = 3, length: int = 12) -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ from torch import nn
 from aptune.adapter import AptLinear, attach_adapters, find_adapters, merge_adapters
 from aptune.families import family_for
 
-from .conftest import DECODERS, needs_minilm, tiny_batch, tiny_model
+from .conftest import DECODERS, ENCODERS, needs_minilm, tiny_batch, tiny_model
 
 
 def _linear(seed=0, d_in=12, d_out=10):
@@ -79,8 +79,13 @@ def test_model_adapters_init_growth_merge(kind):
     ref, init, trained, grown, merged, n_merged, n = _adapted_outputs(
         model, tiny_batch(), ("query", "key", "value", "output"), ("intermediate", "output")
     )
-    per_layer = 7 if kind in DECODERS else 6  # decoders adapt gate and up for "intermediate"
-    assert n == 3 * per_layer and n_merged == n
+    expected = {  # 3 layers; T5: 3 encoder layers and 2 decoder layers with cross-attention too
+        **dict.fromkeys(ENCODERS, 3 * 6),
+        **dict.fromkeys(DECODERS, 3 * 7),  # gate and up for "intermediate"
+        "t5": 3 * 6 + 2 * 10,
+        "t5-gated": 3 * 7 + 2 * 11,  # wi_0 and wi_1 for "intermediate"
+    }
+    assert n == expected[kind] and n_merged == n
     torch.testing.assert_close(init, ref, rtol=0, atol=0)
     assert not torch.allclose(trained, ref)
     torch.testing.assert_close(grown, trained, rtol=1e-5, atol=1e-6)

@@ -48,7 +48,7 @@ def test_growth_keeps_model_output_and_pads_optimizer_state(kind):
         opt.step()
     with torch.no_grad():  # no autograd graph may hold the parameters while their shapes change
         before = model(**batch).logits
-    name = "layer.0.attention.query"
+    name = next(n for n in adapters if n.endswith("0.attention.query"))  # T5: "encoder.layer.0..."
     old_b = opt.state[adapters[name].lora_B]["exp_avg"].clone()
     n_before = adapter_params(adapters)
     grown = apply_growth(adapters, {name: 10}, opt)
@@ -56,7 +56,8 @@ def test_growth_keeps_model_output_and_pads_optimizer_state(kind):
     base = adapters[name].base
     d_out = base.out_features
     assert adapter_params(adapters) == n_before + 6 * (base.in_features + d_out)
-    torch.testing.assert_close(model(**batch).logits, before, rtol=1e-5, atol=1e-6)
+    scale = float(before.abs().max())  # fp32 rounding grows with the logits (T5 v1.1: no rescale)
+    torch.testing.assert_close(model(**batch).logits, before, rtol=1e-5, atol=1e-6 * scale)
     state_b = opt.state[adapters[name].lora_B]["exp_avg"]
     assert state_b.shape == (d_out, 10)
     torch.testing.assert_close(state_b[:, :4], old_b)

@@ -87,12 +87,13 @@ def test_hook_salience_equals_formula_from_full_tensors(kind):
     d_h = family_for(model).head_unit(model).qo
     scores = block_scores(collector.totals(), inv.heads, inv.neurons, inv.hidden, d_h)
     ref = _reference(model, batches)
-    for layer, n in enumerate(inv.heads):
-        act, grad = ref[("head", layer)]
+    for i, n in enumerate(inv.heads):
+        act, grad = ref[("head", i)]
         expected = (act * grad).view(n, d_h).sum(1)
-        torch.testing.assert_close(scores.heads[layer], expected, rtol=1e-5, atol=1e-8)
-        act, grad = ref[("neuron", layer)]
-        torch.testing.assert_close(scores.neurons[layer], act * grad, rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(scores.heads[i], expected, rtol=1e-5, atol=1e-8)
+    for i in range(len(inv.neurons)):
+        act, grad = ref[("neuron", i)]
+        torch.testing.assert_close(scores.neurons[i], act * grad, rtol=1e-5, atol=1e-8)
     hidden = sum(a * g for key, (a, g) in ref.items() if key[0] == "hidden")
     torch.testing.assert_close(scores.hidden, hidden, rtol=1e-5, atol=1e-8)
     assert all(s.abs().sum() > 0 for s in scores.heads)

@@ -8,7 +8,12 @@ from aptune.masks import MaskState, install_masks
 from aptune.search import MaskPlan
 from aptune.shrink import ModelDirError, load_pruned, save_pruned, shrink_model, slice_optimizer_state
 
-from .conftest import needs_minilm, tiny_batch, tiny_model
+from .conftest import feed_decoder, needs_minilm, tiny_batch, tiny_model
+
+
+def _first_query(adapters) -> str:
+    """The first layer's query adapter ("layer.0..." or T5's "encoder.layer.0...")."""
+    return next(name for name in adapters if name.endswith("0.attention.query"))
 
 
 def _random_plan(inventory, seed, heads=True, neurons=True, hidden=True):
@@ -85,8 +90,9 @@ def test_save_load_reproduces_logits(kind, tmp_path):
         "config.json",
         "model.safetensors",
     ]
-    loaded = load_pruned(tmp_path / "m")
-    torch.testing.assert_close(loaded(**batch).logits, shrunk, rtol=1e-5, atol=1e-6)
+    loaded = feed_decoder(load_pruned(tmp_path / "m"))
+    scale = float(shrunk.abs().max())  # merged adapters round differently; T5 v1.1 logits are large
+    torch.testing.assert_close(loaded(**batch).logits, shrunk, rtol=1e-5, atol=1e-6 * scale)
     assert family_for(loaded).inventory(loaded) == family_for(model).inventory(model)
 
 
@@ -118,7 +124,7 @@ def test_optimizer_state_of_surviving_entries_is_kept(kind):
     batch = tiny_batch()
     model(**batch).logits.sum().backward()
     opt.step()
-    a = adapters["layer.0.attention.query"]
+    a = adapters[_first_query(adapters)]
     before_b = opt.state[a.lora_B]["exp_avg"].clone()  # (d_out, r)
     before_a = opt.state[a.lora_A]["exp_avg_sq"].clone()  # (r, d_in)
     plan = _random_plan(family_for(model).inventory(model), seed=11)

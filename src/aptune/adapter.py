@@ -54,6 +54,16 @@ class AptLinear(nn.Module):
     def out_features(self) -> int:
         return self.base.out_features
 
+    @property
+    def weight(self) -> nn.Parameter:
+        """The frozen base weight (model code reads it, e.g. T5's FFN checks `wo.weight.dtype`)."""
+        return self.base.weight
+
+    @property
+    def bias(self) -> nn.Parameter | None:
+        """The frozen base bias."""
+        return self.base.bias
+
     def _init_rows(self, rows: torch.Tensor) -> None:
         if self.init == "gaussian":
             nn.init.normal_(rows, std=1.0 / max(1, self.rank))

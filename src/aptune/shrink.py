@@ -217,6 +217,7 @@ def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict |
     out.mkdir(parents=True, exist_ok=True)
     family = family_for(model)
     merge_adapters(model)
+    family.prepare(model)  # the file then holds every per-module tensor that load_pruned rebuilds
     _ensure_base_config(model)
     inventory = family.inventory(model)
     shapes = shapes_dict(inventory, family.head_dim(model))

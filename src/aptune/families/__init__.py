@@ -12,10 +12,12 @@ from .base import (
 )
 from .bert import BERT
 from .llama import LLAMA
+from .t5 import T5
 
 __all__ = [
     "BERT",
     "LLAMA",
+    "T5",
     "AdapterSlot",
     "AttentionSites",
     "FfnSites",
