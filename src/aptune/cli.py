@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--text-column", default="text")
     ev.add_argument("--text-pair-column", default=None)
     ev.add_argument("--label-column", default="label")
+    ev.add_argument("--target-column", default="target", help="seq2seq text pairs: the target column")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--output", help="metrics JSON path (default: MODEL_DIR/../eval-<data>-<split>.json)")
 
@@ -97,6 +98,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         text_pair_column=args.text_pair_column,
         label_column=args.label_column,
         batch_size=args.batch_size,
+        target_column=args.target_column,
     )
     name = Path(args.data).stem if Path(args.data).exists() else args.data.replace("/", "-")
     out = (

@@ -325,11 +325,12 @@ class ModelConfig(_Section):
     trust_remote_code: bool = field(
         default=False, metadata=_meta("Allow running custom model code shipped with a hub model.")
     )
-    head: Literal["classifier", "causal-lm"] = field(
+    head: Literal["classifier", "causal-lm", "seq2seq"] = field(
         default="classifier",
         metadata=_meta(
-            "Model head: 'classifier' (sequence classification) or 'causal-lm' (decoder LMs: "
-            "classification as generation, instruction tuning, language modelling)."
+            "Model head: 'classifier' (sequence classification), 'causal-lm' (decoder LMs: "
+            "classification as generation, instruction tuning, language modelling) or 'seq2seq' "
+            "(encoder-decoders such as T5: text-to-label classification, source-to-target generation)."
         ),
     )
     dtype: Literal["float32", "bfloat16", "float16"] = field(
@@ -551,24 +552,46 @@ class DataConfig(_Section):
         metadata=_meta("Column holding the second text of a pair; null for single-text tasks.", _NON_EMPTY),
     )
     label_column: str = field(default="label", metadata=_meta("Column holding the label.", _NON_EMPTY))
-    task_type: Literal["classification", "instruction", "language-modeling"] = field(
+    task_type: Literal["classification", "instruction", "language-modeling", "seq2seq"] = field(
         default="classification",
         metadata=_meta(
             "What the data is: labelled texts, Alpaca-style instruction JSON (instruction, input, output; "
-            "loss on the output only) or plain text (perplexity); the last two need model.head causal-lm."
+            "loss on the output only), plain text (perplexity), or source/target text pairs (ROUGE). "
+            "'instruction' and 'language-modeling' need model.head causal-lm, 'seq2seq' model.head seq2seq."
         ),
+    )
+    target_column: str = field(
+        default="target",
+        metadata=_meta(
+            "Seq2seq: column holding the target text (the source is data.text_column); "
+            "'highlights' for CNN/DailyMail.",
+            _NON_EMPTY,
+        ),
+    )
+    source_prefix: str = field(
+        default="",
+        metadata=_meta("Seq2seq: text put before every source, e.g. 'summarize: ' for T5."),
+    )
+    max_target_length: int = field(
+        default=64,
+        metadata=_meta("Seq2seq: maximum target length in tokens, also the generation limit.", _ge(2)),
     )
     prompt_template: str = field(
         default="Review: {text}\nSentiment:",
         metadata=_meta(
-            "Classification with a causal LM: the prompt, with {text} (and {text_pair}) placeholders; "
-            "the model is trained to continue it with the label word and scored by label-word likelihood.",
+            "Classification with a causal LM or a seq2seq model: the prompt, with {text} (and "
+            "{text_pair}) placeholders. A causal LM learns to continue it with the label word (scored by "
+            "label-word likelihood); a seq2seq model learns to generate the label word from it (scored "
+            "by exact match), e.g. 'sentiment: {text}' for T5.",
             _NON_EMPTY,
         ),
     )
     label_words: list[str] | None = field(
         default=None,
-        metadata=_meta("Classification with a causal LM: one word per label; null uses the label names."),
+        metadata=_meta(
+            "Classification with a causal LM or a seq2seq model: one word per label; null uses the "
+            "label names."
+        ),
     )
     block_chars: int = field(
         default=1000,
@@ -606,10 +629,17 @@ class AptuneConfig(_Section):
     data: DataConfig = field(default_factory=DataConfig, metadata=_meta("Task and data."))
 
     def _cross_check(self) -> None:
-        if self.data.task_type != "classification" and self.model.head != "causal-lm":
+        task_type, head = self.data.task_type, self.model.head
+        if task_type in ("instruction", "language-modeling") and head != "causal-lm":
             raise ConfigError(
-                f"model.head: data.task_type {self.data.task_type!r} needs a causal LM; set model.head to "
+                f"model.head: data.task_type {task_type!r} needs a causal LM; set model.head to "
                 "'causal-lm' (and a decoder model such as builtin:smollm2)",
+                "model.head",
+            )
+        if task_type == "seq2seq" and head != "seq2seq":
+            raise ConfigError(
+                "model.head: data.task_type 'seq2seq' needs an encoder-decoder; set model.head to "
+                "'seq2seq' (and a T5 model such as t5-small)",
                 "model.head",
             )
         rank, max_rank = self.model.adapter.rank, self.tuning.max_rank

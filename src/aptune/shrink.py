@@ -279,7 +279,7 @@ def _model_class(name: str) -> type:
     return cls
 
 
-def _base_config(path: Path) -> transformers.PretrainedConfig:
+def base_config(path: Path) -> transformers.PretrainedConfig:
     """The unpruned model's config recorded in `config.json` (read as JSON: the pruned shapes in
     its top-level fields need not satisfy transformers' validation, e.g. per-layer head counts)."""
     try:
@@ -320,7 +320,7 @@ def load_pruned(directory: str | os.PathLike, device: str | torch.device = "cpu"
     """Load a model written by `save_pruned`, rebuilding its per-layer shapes; returns it in eval mode."""
     path = Path(directory)
     meta = _read_meta(path)
-    model = _model_class(meta["architecture"])(_base_config(path)).to(_weights_dtype(path / WEIGHTS_NAME))
+    model = _model_class(meta["architecture"])(base_config(path)).to(_weights_dtype(path / WEIGHTS_NAME))
     family = family_for(model)
     shrink_model(model, _first_k_plan(family.inventory(model), meta["shapes"]), family)
     missing, unexpected = load_model(model, path / WEIGHTS_NAME, strict=False)

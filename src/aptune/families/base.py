@@ -134,6 +134,13 @@ class ModelFamily(ABC):
     def hidden_readers(self, model: nn.Module) -> list[nn.Module]:
         """Linears whose input is the hidden dimension (sliced by columns)."""
 
+    def block_labels(self, model: nn.Module) -> tuple[list[str], list[str]]:
+        """Names of the attention modules and of the FFNs, for tables ("layer 3" by default)."""
+        return (
+            [f"layer {i}" for i in range(len(self.attention_sites(model)))],
+            [f"layer {i}" for i in range(len(self.ffn_sites(model)))],
+        )
+
     def hidden_writers(self, model: nn.Module) -> list[nn.Module]:
         """Linears whose output is the hidden dimension (sliced by rows): every attention and FFN
         output projection."""

@@ -78,6 +78,12 @@ class T5Family(ModelFamily):
         cross = [block.layer[1].EncDecAttention for block in decoder.block]
         return self._self_attentions(encoder) + self._self_attentions(decoder) + cross
 
+    def block_labels(self, model: nn.Module) -> tuple[list[str], list[str]]:
+        encoder, decoder = (range(len(stack.block)) for stack in self._stacks(model))
+        attention = [f"encoder {i} self" for i in encoder] + [f"decoder {i} self" for i in decoder]
+        attention += [f"decoder {i} cross" for i in decoder]
+        return attention, [f"encoder {i}" for i in encoder] + [f"decoder {i}" for i in decoder]
+
     def attention_sites(self, model: nn.Module) -> list[AttentionSites]:
         return [AttentionSites(q=a.q, k=a.k, v=a.v, o=a.o, module=a) for a in self._attentions(model)]
 

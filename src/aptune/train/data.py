@@ -31,9 +31,13 @@ __all__ = [
     "DataError",
     "Example",
     "TaskData",
+    "TextPairs",
     "batches",
     "encode",
+    "limit_splits",
+    "load_pairs_file",
     "load_task",
+    "load_text_pairs",
     "rotten_tomatoes",
 ]
 
@@ -264,18 +268,26 @@ def _subset(examples: list, n: int | None, seed: int | None) -> list:
     return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), n))]
 
 
-def _limit(data: TaskData, cfg: DataConfig, seed: int | None) -> TaskData:
+def limit_splits(splits: dict[str, list], cfg: DataConfig, seed: int | None) -> list[str]:
+    """Apply `data.max_train_samples` / `data.max_eval_samples` to `splits` in place (a seeded
+    sample, or the first examples when `seed` is None); returns a note per truncated split."""
     limits = {
         "train": cfg.max_train_samples,
         "validation": cfg.max_eval_samples,
         "test": cfg.max_eval_samples,
     }
-    for split, examples in data.splits.items():
-        kept = _subset(examples, limits[split], seed)
+    notes = []
+    for split, examples in splits.items():
+        kept = _subset(examples, limits.get(split), seed)
         if len(kept) < len(examples):
             key = "data.max_train_samples" if split == "train" else "data.max_eval_samples"
-            data.notes.append(f"{split} split truncated from {len(examples)} to {len(kept)} examples ({key})")
-        data.splits[split] = kept
+            notes.append(f"{split} split truncated from {len(examples)} to {len(kept)} examples ({key})")
+        splits[split] = kept
+    return notes
+
+
+def _limit(data: TaskData, cfg: DataConfig, seed: int | None) -> TaskData:
+    data.notes.extend(limit_splits(data.splits, cfg, seed))
     return data
 
 
@@ -503,6 +515,72 @@ def _load_hub(cfg: DataConfig, seed: int) -> TaskData:
     evaluation = {kind: _examples(r, labels) for kind, r in rows.items()}
     split_map, filled = _assemble(train, evaluation.get("validation"), evaluation.get("test"), seed)
     return TaskData(task, split_map, labels.names, cols.pair is not None, notes + filled)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Source / target pairs (sequence-to-sequence tasks)
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TextPairs:
+    """Source / target text pairs of a sequence-to-sequence task, split like :class:`TaskData`."""
+
+    name: str
+    splits: dict[str, list[tuple[str, str]]]
+    notes: list[str] = field(default_factory=list)
+
+
+def _pair_tables(cfg: DataConfig) -> tuple[str, dict[str, _Table]]:
+    """The raw tables of each available split, from local files or a Hugging Face dataset."""
+    if cfg.train_file is not None:
+        files = {"train": cfg.train_file, "validation": cfg.validation_file, "test": cfg.test_file}
+        tables = {k: _read_table(f, f"data.{k}_file") for k, f in files.items() if f is not None}
+        return cfg.train_file, tables
+    if cfg.task == "rotten_tomatoes" or not _HUB_NAME.fullmatch(cfg.task):
+        raise DataError(
+            f"data.task_type 'seq2seq' reads source/target pairs from data.train_file or a Hugging Face "
+            f"dataset such as 'abisee/cnn_dailymail/3.0.0', got data.task {cfg.task!r}; for the built-in "
+            "reviews use data.task_type 'classification' (text-to-label)"
+        )
+    dataset = _load_dataset(cfg.task)
+    cols = _Columns(cfg.text_column, None, cfg.target_column)
+    found = {"train": "train" if "train" in dataset else None}
+    found["validation"] = next((s for s in _VALIDATION_SPLITS if s in dataset), None)
+    found["test"] = next((s for s in _TEST_SPLITS if s in dataset), None)
+    if found["train"] is None:
+        raise DataError(
+            f"the Hugging Face dataset {cfg.task!r} has no 'train' split (splits: {', '.join(dataset)}); "
+            "use local files via data.train_file"
+        )
+    return cfg.task, {k: _hub_table(dataset, cfg.task, s, cols) for k, s in found.items() if s}
+
+
+def _pairs(table: _Table, text_column: str, target_column: str) -> list[tuple[str, str]]:
+    sources = _texts(table, text_column, "data.text_column")
+    return list(zip(sources, _texts(table, target_column, "data.target_column"), strict=True))
+
+
+def load_pairs_file(
+    file: str, text_column: str = "text", target_column: str = "target"
+) -> list[tuple[str, str]]:
+    """The (source, target) pairs of one local file, in file order."""
+    return _pairs(_read_table(file, "--data"), text_column, target_column)
+
+
+def load_text_pairs(cfg: DataConfig, seed: int = 0) -> TextPairs:
+    """Pairs of (`data.text_column`, `data.target_column`) texts from local `.csv`/`.tsv`/`.jsonl`/
+    `.json` files or a Hugging Face dataset (``abisee/cnn_dailymail/3.0.0``: `article`,
+    `highlights`). A missing validation or test split is filled in as by :func:`load_task`, then the
+    sample limits apply.
+
+    Raises:
+        DataError: for any problem with the files, the dataset, the columns or an empty text.
+    """
+    name, tables = _pair_tables(cfg)
+    pairs = {kind: _pairs(table, cfg.text_column, cfg.target_column) for kind, table in tables.items()}
+    splits, notes = _assemble(pairs["train"], pairs.get("validation"), pairs.get("test"), seed)
+    return TextPairs(name, splits, notes + limit_splits(splits, cfg, seed))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -107,6 +107,7 @@ def load_model(model_cfg: ModelConfig, objective: Objective) -> tuple[nn.Module,
     model = objective.auto_class.from_pretrained(
         source, dtype=getattr(torch, model_cfg.dtype), trust_remote_code=remote, **objective.model_kwargs()
     )
+    objective.bind(model)
     tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:  # decoder tokenizers often lack one
         tokenizer.pad_token = tokenizer.eos_token

@@ -9,10 +9,14 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 __all__ = ["classification_metrics"]
 
 
-def classification_metrics(labels: Iterable[int], predictions: Iterable[int]) -> dict[str, float]:
+def classification_metrics(
+    labels: Iterable[int], predictions: Iterable[int], classes: Iterable[int] | None = None
+) -> dict[str, float]:
     """Accuracy, macro-averaged F1 and Matthews correlation of ``predictions`` against ``labels``.
 
     ``labels`` and ``predictions`` may be any iterables of integer class ids (lists, arrays, tensors).
+    ``classes`` restricts the macro-F1 average to those class ids (a generated answer that is no
+    label, id -1, then counts as wrong without becoming a class of its own).
     Returns plain floats under ``accuracy``, ``macro_f1`` (classes with no true or predicted example
     count as F1 0), ``mcc`` (0.0 where it is undefined, e.g. when only one class occurs at all) and
     ``n`` (the number of examples).
@@ -29,7 +33,15 @@ def classification_metrics(labels: Iterable[int], predictions: Iterable[int]) ->
     single_class = len(set(labels) | set(predictions)) < 2
     return {
         "accuracy": float(accuracy_score(labels, predictions)),
-        "macro_f1": float(f1_score(labels, predictions, average="macro", zero_division=0)),
+        "macro_f1": float(
+            f1_score(
+                labels,
+                predictions,
+                labels=None if classes is None else list(classes),
+                average="macro",
+                zero_division=0,
+            )
+        ),
         "mcc": 0.0 if single_class else float(matthews_corrcoef(labels, predictions)),
         "n": float(len(labels)),
     }

@@ -10,6 +10,10 @@ metadata stored with the exported model. `load_objective` builds one from a conf
     the model learns to continue it with the label word and is scored by label-word likelihood;
   - `instruction`: Alpaca-format JSON, loss on the response only; perplexity of the responses;
   - `language-modeling`: plain text cut into blocks (a file, or the built-in `hamlet`); perplexity.
+* `model.head: seq2seq` (encoder-decoders such as T5) with `data.task_type`:
+  - `classification`: text-to-label: the prompt is the source, the label word the target; scored
+    by exact match of greedy generations;
+  - `seq2seq`: source / target text pairs; scored by ROUGE-1/2/L of greedy generations.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import transformers
 from torch import nn
 
 from ..config import AptuneConfig, DataConfig
-from .data import DataError, Example, TaskData, _subset, encode, load_task
+from .data import DataError, Example, TaskData, _subset, encode, load_task, load_text_pairs
 from .evaluate import evaluate
 from .lm_tasks import (
     IGNORE_INDEX,
@@ -41,6 +45,16 @@ from .lm_tasks import (
     read_text_blocks,
 )
 from .metrics import classification_metrics
+from .seq2seq_tasks import (
+    Seq2SeqExample,
+    encode_seq2seq,
+    exact_match,
+    generate_texts,
+    rouge,
+    seq2seq_loss,
+    target_loss,
+    text_to_label,
+)
 
 _SPLIT_SEED = 20240122
 _HELD_OUT = 0.05  # validation and test fractions carved from a single instruction / text file
@@ -64,6 +78,10 @@ class Objective(ABC):
     def model_kwargs(self) -> dict[str, Any]:
         """Extra `from_pretrained` arguments (labels of a classifier)."""
         return {}
+
+    def bind(self, model: nn.Module) -> None:
+        """Read what batches need from the loaded model (nothing by default)."""
+        return None
 
     @abstractmethod
     def encode(self, tokenizer: Any, examples: Sequence, max_length: int) -> dict[str, torch.Tensor]:
@@ -196,6 +214,110 @@ class CausalLm(Objective):
         }
 
 
+@dataclass
+class Seq2Seq(Objective):
+    """An encoder-decoder objective: text-to-label (`choices`, exact match) or source-to-target
+    generation (ROUGE)."""
+
+    choices: list[str] | None = None
+    """Label words in label order (text-to-label classification)."""
+    label_names: list[str] = field(default_factory=list)
+    prompt_template: str | None = None
+    source_prefix: str = ""
+    max_target_length: int = 64
+    decoder_start_token_id: int | None = None
+
+    @property
+    def auto_class(self) -> type:
+        return transformers.AutoModelForSeq2SeqLM
+
+    def bind(self, model: nn.Module) -> None:
+        start = getattr(model.config, "decoder_start_token_id", None)
+        if start is None:
+            raise DataError(
+                f"the model's config has no decoder_start_token_id, which seq2seq training needs to "
+                f"shift targets right; set it in {type(model).__name__}'s config.json (T5: the pad id, 0)"
+            )
+        self.decoder_start_token_id = int(start)
+
+    def encode(
+        self, tokenizer: Any, examples: Sequence[Seq2SeqExample], max_length: int
+    ) -> dict[str, torch.Tensor]:
+        if self.decoder_start_token_id is None:
+            raise RuntimeError("Seq2Seq.bind(model) must run before batches are encoded")
+        return encode_seq2seq(
+            tokenizer, examples, max_length, self.max_target_length, self.decoder_start_token_id
+        )
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return seq2seq_loss(logits, labels)
+
+    def evaluate(self, model, tokenizer, split, batch_size, max_length, gather=None) -> dict[str, float]:
+        examples = self.splits[split]
+        new_tokens = self.max_target_length
+        if self.choices is not None:  # a label word is a few tokens (plus the tokenizer's specials)
+            lengths = [len(tokenizer(w, add_special_tokens=False)["input_ids"]) for w in self.choices]
+            new_tokens = 4 + max(lengths)
+        predictions = generate_texts(
+            model, tokenizer, [e.source for e in examples], max_length, new_tokens, batch_size
+        )
+        targets = [e.target for e in examples]
+        if self.choices is None:
+            metrics = rouge(predictions, targets)
+        else:
+            picked = [self.choices.index(p) if p in self.choices else -1 for p in predictions]  # -1: no label
+            classes = range(len(self.choices))
+            metrics = classification_metrics([e.label for e in examples], picked, classes=classes)
+            metrics["exact_match"] = exact_match(predictions, targets)
+        target_len = self.max_target_length
+        metrics["loss"] = target_loss(model, tokenizer, examples, max_length, target_len, batch_size)
+        metrics["n"] = float(len(examples))
+        return metrics
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            **super().metadata(),
+            "choices": self.choices,
+            "label_names": self.label_names,
+            "prompt_template": self.prompt_template,
+            "source_prefix": self.source_prefix,
+            "max_target_length": self.max_target_length,
+        }
+
+
+def _text_to_label(cfg: DataConfig, seed: int) -> Seq2Seq:
+    task = load_task(cfg, seed=seed)
+    words = _label_words(cfg, task)
+    splits = {k: text_to_label(v, words, cfg.prompt_template) for k, v in task.splits.items()}
+    names = [str(n) for n in task.label_names]
+    return Seq2Seq(
+        task.name,
+        splits,
+        task.notes,
+        "exact_match",
+        choices=words,
+        label_names=names,
+        prompt_template=cfg.prompt_template,
+        max_target_length=cfg.max_target_length,
+    )
+
+
+def _source_to_target(cfg: DataConfig, seed: int) -> Seq2Seq:
+    pairs = load_text_pairs(cfg, seed)
+    splits = {
+        k: [Seq2SeqExample(cfg.source_prefix + source, target) for source, target in v]
+        for k, v in pairs.splits.items()
+    }
+    return Seq2Seq(
+        pairs.name,
+        splits,
+        pairs.notes,
+        "rougeL",
+        source_prefix=cfg.source_prefix,
+        max_target_length=cfg.max_target_length,
+    )
+
+
 def _split(examples: list[LmExample], seed: int) -> dict[str, list[LmExample]]:
     """Carve validation and test (5% each, at least one example) out of one file, reproducibly."""
     if len(examples) < 3:
@@ -256,14 +378,20 @@ def _language_modeling(cfg: DataConfig, seed: int) -> CausalLm:
     )
 
 
-def _generation_classification(cfg: DataConfig, seed: int) -> CausalLm:
-    task = load_task(cfg, seed=seed)
+def _label_words(cfg: DataConfig, task: TaskData) -> list[str]:
+    """`data.label_words`, or the label names; one per label."""
     words = list(cfg.label_words) if cfg.label_words is not None else [str(n) for n in task.label_names]
     if len(words) != task.num_labels:
         raise DataError(
             f"data.label_words has {len(words)} words but the task has {task.num_labels} labels "
             f"({', '.join(map(str, task.label_names))}); give one word per label, in that order"
         )
+    return words
+
+
+def _generation_classification(cfg: DataConfig, seed: int) -> CausalLm:
+    task = load_task(cfg, seed=seed)
+    words = _label_words(cfg, task)
     splits = {k: classification_prompts(v, words, cfg.prompt_template) for k, v in task.splits.items()}
     choices = [" " + w for w in words]
     names = [str(n) for n in task.label_names]
@@ -289,6 +417,8 @@ def load_objective(cfg: AptuneConfig) -> Objective:
     seed, data = cfg.train.seed, cfg.data
     if cfg.model.head == "classifier":
         return Classification.from_task(load_task(data, seed=seed))
+    if cfg.model.head == "seq2seq":  # load_task / load_text_pairs apply the sample limits
+        return (_text_to_label if data.task_type == "classification" else _source_to_target)(data, seed)
     loaders = {
         "classification": _generation_classification,
         "instruction": _instruction,
