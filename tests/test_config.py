@@ -420,6 +420,26 @@ def test_max_rank_must_cover_initial_rank() -> None:
     assert _from_flat(model__adapter__rank=16, tuning__max_rank=16).tuning.max_rank == 16
 
 
+@pytest.mark.parametrize(
+    ("task_type", "head", "fragment"),
+    [
+        ("instruction", "classifier", "'instruction' needs a causal LM"),
+        ("language-modeling", "seq2seq", "'language-modeling' needs a causal LM"),
+        ("seq2seq", "causal-lm", "'seq2seq' needs an encoder-decoder; set model.head to 'seq2seq'"),
+    ],
+)
+def test_task_type_needs_a_matching_head(task_type: str, head: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _from_flat(data__task_type=task_type, model__head=head)
+    assert info.value.key == "model.head" and fragment in str(info.value)
+
+
+@pytest.mark.parametrize(("task_type", "head"), [("seq2seq", "seq2seq"), ("classification", "seq2seq")])
+def test_seq2seq_head_combinations(task_type: str, head: str) -> None:
+    cfg = _from_flat(data__task_type=task_type, model__head=head)
+    assert (cfg.data.task_type, cfg.model.head) == (task_type, head)
+
+
 def test_empty_task_requires_train_file() -> None:
     with pytest.raises(ConfigError) as info:
         _from_flat(data__task="")

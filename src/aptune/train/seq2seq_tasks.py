@@ -81,7 +81,7 @@ def encode_seq2seq(
         "input_ids": inputs["input_ids"],
         "attention_mask": inputs["attention_mask"],
         "decoder_input_ids": shift_right(ids, start_id),
-        "decoder_attention_mask": shift_right(mask, 1),
+        "decoder_attention_mask": mask,  # position t reads target t - 1 and predicts target t
         "labels": ids.masked_fill(mask == 0, IGNORE_INDEX),
     }
 
