@@ -104,7 +104,7 @@ def shrink_model(model: nn.Module, plan: MaskPlan, family: ModelFamily | None = 
     _ensure_base_config(model)
     records: list[SliceRecord] = []
     family.prepare(model)
-    head_dim, unit = family.head_dim(model), family.head_unit(model)
+    unit = family.head_unit(model)
     for i, sites in enumerate(family.attention_sites(model)):
         keep = plan.heads[i]
         qo, kv = _head_channels(keep, unit.qo), _head_channels(keep, unit.kv)
@@ -121,9 +121,8 @@ def shrink_model(model: nn.Module, plan: MaskPlan, family: ModelFamily | None = 
             slice_linear(proj, neurons, "out", records)
         slice_linear(ffn.ffn_out, neurons, "in", records)
     _shrink_hidden(model, family, plan.hidden.nonzero().flatten(), records)
-    inventory = family.inventory(model)
-    family.update_config(model, inventory)
-    model.config.aptune["shapes"] = shapes_dict(inventory, head_dim)
+    family.update_config(model, family.inventory(model))
+    model.config.aptune["shapes"] = shapes_dict(model, family)
     return records
 
 
@@ -174,13 +173,17 @@ def slice_optimizer_state(optimizer: torch.optim.Optimizer, records: list[SliceR
                 state[key] = value.index_select(rec.dim, rec.index.to(value.device)).contiguous()
 
 
-def shapes_dict(inventory: BlockInventory, head_dim: int) -> dict[str, object]:
-    """Per-layer shapes as plain JSON data."""
+def shapes_dict(model: nn.Module, family: ModelFamily) -> dict[str, object]:
+    """Shapes per attention module and per FFN, with their names, as plain JSON data."""
+    inventory = family.inventory(model)
+    attention, ffn = family.block_labels(model)
     return {
         "hidden_size": inventory.hidden,
-        "head_dim": head_dim,
+        "head_dim": family.head_dim(model),
         "heads": list(inventory.heads),
         "neurons": list(inventory.neurons),
+        "attention_labels": attention,
+        "ffn_labels": ffn,
     }
 
 
@@ -220,7 +223,7 @@ def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict |
     family.prepare(model)  # the file then holds every per-module tensor that load_pruned rebuilds
     _ensure_base_config(model)
     inventory = family.inventory(model)
-    shapes = shapes_dict(inventory, family.head_dim(model))
+    shapes = shapes_dict(model, family)
     model.config.aptune["shapes"] = shapes
     fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
     os.close(fd)

@@ -66,6 +66,9 @@ def test_text_to_label_cli_run_learns_prunes_and_reloads(tiny_t5_dir, tmp_path, 
     assert main(["eval", str(out / "model"), "--data", "rotten_tomatoes", "--batch-size", "48"]) == 0
     again = json.loads((out / "eval-rotten_tomatoes-test.json").read_text())
     assert 0 <= again["exact_match"] <= 1 and again["n"] == len(rotten_tomatoes()["test"])  # all of it
+    report = (out / "report.md").read_text()
+    assert "| decoder 1 cross | " in report and "| encoder 1 | " in report  # per-module tables
+    assert "| decoder 0 | attention.query" in report and "cross_attention.value" in report  # ranks
     assert main(["info", str(out / "model")]) == 0
     info = capsys.readouterr().out
     assert "| decoder 1 cross |" in info and "| encoder 0 |" in info

@@ -158,7 +158,7 @@ class AptRun:
         self.cfg, self.tokenizer, self.objective, self.acc = cfg, tokenizer, objective, accelerator
         self.family = family_for(model)
         self.model = model.to(accelerator.device)
-        self.initial_shapes = shapes_dict(self.family.inventory(model), self.family.head_dim(model))
+        self.initial_shapes = shapes_dict(model, self.family)
         self.total_before = sum(p.numel() for p in model.parameters())
         self.adapters = self._setup_trainable()
         if cfg.train.gradient_checkpointing:
@@ -542,7 +542,7 @@ def _final_metrics(cfg: AptuneConfig, run: AptRun, train_seconds: float) -> dict
         "train_seconds": train_seconds,
         "steps": run.total_steps,
         "peak_memory_mb": _peak_memory_mb(run.acc.device),
-        "shapes": shapes_dict(inv, run.family.head_dim(run.model)),
+        "shapes": shapes_dict(run.model, run.family),
         "initial_shapes": run.initial_shapes,
         "notes": list(run.objective.notes),
         "config": cfg.to_dict(),

@@ -27,7 +27,7 @@ HISTORY_FILE = "history.jsonl"
 METRICS_FILE = "metrics.json"
 PLOT_NAMES = ("retained", "metric", "shapes", "ranks")
 
-_ADAPTER_NAME = re.compile(r"(?:^|\.)layer\.(\d+)\.(.+)$")
+_ADAPTER_NAME = re.compile(r"^(?:(.+)\.)?layer\.(\d+)\.(.+)$")
 
 History = list[dict[str, Any]]
 Metrics = dict[str, Any]
@@ -111,17 +111,20 @@ def _shape(metrics: Metrics, history: History, field: str, initial: bool) -> Any
     return value
 
 
-def _layer_ranks(ranks: dict[str, int]) -> dict[tuple[int, str], int]:
-    """{(layer, component): rank} from adapter names like "layer.3.attention.query"."""
+def _layer_ranks(ranks: dict[str, int]) -> dict[tuple[str, str], int]:
+    """{(layer, component): rank} from adapter names: "layer.3.attention.query" -> ("3",
+    "attention.query"); encoder-decoders name their stack: "decoder.layer.1.cross_attention.value"
+    -> ("decoder 1", "cross_attention.value"). Layers keep the order of the names."""
     parsed = {}
     for name, rank in ranks.items():
         match = _ADAPTER_NAME.search(name)
         if match:
-            parsed[int(match.group(1)), match.group(2)] = rank
+            stack, index, component = match.groups()
+            parsed[f"{stack} {index}" if stack else index, component] = rank
     return parsed
 
 
-def _final_ranks(history: History) -> dict[tuple[int, str], int]:
+def _final_ranks(history: History) -> dict[tuple[str, str], int]:
     logged = _series(history, "ranks")
     return _layer_ranks(logged[-1][1]) if logged else {}
 
@@ -234,7 +237,7 @@ def _draw_ranks(fig: Figure, history: History, metrics: Metrics) -> None:
         _no_data(ax, "no adapter ranks logged")
         return
     initial = _layer_ranks(_series(history, "ranks")[0][1])
-    layers = sorted({layer for layer, _ in final})
+    layers = list(dict.fromkeys(layer for layer, _ in final))
     components = list(dict.fromkeys(component for _, component in final))
     width = 0.8 / len(components)
     marks_x, marks_y = [], []
@@ -248,7 +251,7 @@ def _draw_ranks(fig: Figure, history: History, metrics: Metrics) -> None:
                 marks_y.append(initial[layer, component])
     centers = np.asarray(marks_x)
     ax.hlines(marks_y, centers - width / 2, centers + width / 2, colors="black", lw=2, label="initial rank")
-    ax.set_xticks(range(len(layers)), [str(layer) for layer in layers])
+    ax.set_xticks(range(len(layers)), layers, rotation=45 if len(layers[0]) > 3 else 0)
     ax.set_xlabel("layer")
     ax.set_ylabel("adapter rank")
     ax.set_title("Adapter ranks at the end of training")
@@ -331,7 +334,8 @@ def _layer_rows(history: History, metrics: Metrics) -> list[list[str]]:
         for initial in (True, False)
     }
     ranks = _final_ranks(history)
-    n_layers = max([len(values) for values in shapes.values()] + [layer + 1 for layer, _ in ranks])
+    indices = [int(layer) + 1 for layer, _ in ranks if layer.isdigit()]
+    n_layers = max([len(values) for values in shapes.values()] + indices)
 
     def kept(field: str, layer: int) -> str:
         final, initial = shapes[field, False], shapes[field, True]
@@ -339,9 +343,42 @@ def _layer_rows(history: History, metrics: Metrics) -> list[list[str]]:
 
     rows = []
     for layer in range(n_layers):
-        layer_ranks = ", ".join(f"{comp} {rank}" for (index, comp), rank in ranks.items() if index == layer)
+        layer_ranks = ", ".join(f"{c} {rank}" for (name, c), rank in ranks.items() if name == str(layer))
         rows.append([str(layer), kept("heads", layer), kept("neurons", layer), layer_ranks or "n/a"])
     return rows
+
+
+def _module_tables(history: History, metrics: Metrics) -> str:
+    """Encoder-decoders: kept heads per attention module, kept neurons per FFN, ranks per layer."""
+    shapes, initial = metrics.get("shapes") or {}, metrics.get("initial_shapes") or {}
+
+    def rows(field: str, labels: str) -> list[list[str]]:
+        kept, full = shapes.get(field) or [], initial.get(field) or []
+        names = shapes.get(labels) or [str(i) for i in range(len(kept))]
+        return [
+            [name, f"{_fmt(_at(kept, i), 'd')} / {_fmt(_at(full, i), 'd')}"] for i, name in enumerate(names)
+        ]
+
+    per_layer: dict[str, list[str]] = {}
+    for (layer, component), rank in _final_ranks(history).items():
+        per_layer.setdefault(layer, []).append(f"{component} {rank}")
+    tables = [
+        _table(("attention module", "heads kept / initial"), rows("heads", "attention_labels")),
+        _table(("FFN", "neurons kept / initial"), rows("neurons", "ffn_labels")),
+    ]
+    if per_layer:
+        tables.append(_table(("layer", "adapter ranks"), [[k, ", ".join(v)] for k, v in per_layer.items()]))
+    return "\n\n".join(tables)
+
+
+def _shapes_section(history: History, metrics: Metrics) -> str:
+    shapes = metrics.get("shapes") or {}
+    if shapes.get("attention_labels", []) != shapes.get("ffn_labels", []):
+        return _module_tables(history, metrics)
+    return _table(
+        ("layer", "heads kept / initial", "neurons kept / initial", "adapter ranks"),
+        _layer_rows(history, metrics),
+    )
 
 
 def _at(values: Sequence[int], index: int) -> int | None:
@@ -361,11 +398,7 @@ def render_markdown(history: History, metrics: Metrics, plotted: bool = True) ->
     sections = [
         title,
         "## Summary\n\n" + _table(("metric", "value"), _summary_rows(metrics)),
-        "## Final shapes\n\n"
-        + _table(
-            ("layer", "heads kept / initial", "neurons kept / initial", "adapter ranks"),
-            _layer_rows(history, metrics),
-        ),
+        "## Final shapes\n\n" + _shapes_section(history, metrics),
         f"Hidden size: {_before_after(hidden_before, hidden_after)}",
         "## Training curves\n\n" + plots,
         f"## Config\n\n```yaml\n{config}```",
