@@ -19,7 +19,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="fine-tune and prune a model as configured")
-    train.add_argument("config", help="YAML or JSON config file (see configs/)")
+    train.add_argument("config", nargs="?", help="YAML or JSON config file (see configs/)")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR (its output directory) from its newest complete checkpoint, "
+        "with the run's own config.yaml (give no CONFIG, --set or --output-dir)",
+    )
     train.add_argument(
         "--set",
         nargs="+",
@@ -65,12 +71,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import apply_overrides, load_config
-    from .train.loop import train
+class UsageError(Exception):
+    """A command line that combines options which do not go together."""
 
-    cfg = apply_overrides(load_config(args.config), args.set)
-    result = train(cfg, args.output_dir, overwrite=args.overwrite, progress=not args.no_progress)
+
+def _run_training(args: argparse.Namespace):
+    from .config import apply_overrides, load_config
+    from .train.loop import resume, train
+
+    progress = not args.no_progress
+    if args.resume is None:
+        if args.config is None:
+            raise UsageError("give a CONFIG file to start a run, or --resume RUN_DIR to continue one")
+        cfg = apply_overrides(load_config(args.config), args.set)
+        return train(cfg, args.output_dir, overwrite=args.overwrite, progress=progress)
+    extra = [flag for flag, given in (("CONFIG", args.config), ("--set", args.set),
+             ("--output-dir", args.output_dir), ("--overwrite", args.overwrite)) if given]  # fmt: skip
+    if extra:
+        raise UsageError(
+            f"--resume continues a run with its own config.yaml and output directory; drop {', '.join(extra)}"
+        )
+    return resume(args.resume, progress=progress)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    result = _run_training(args)
     m = result.metrics
     metric = m.get("metric", "accuracy")
     parts = [
@@ -163,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
-    except AptuneError as exc:
+    except (AptuneError, UsageError) as exc:
         print(f"aptune {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -187,7 +187,10 @@ def shapes_dict(model: nn.Module, family: ModelFamily) -> dict[str, object]:
     }
 
 
-def _first_k_plan(inventory: BlockInventory, shapes: dict) -> MaskPlan:
+def first_k_plan(inventory: BlockInventory, shapes: dict) -> MaskPlan:
+    """Keep the first blocks of every module up to the counts of `shapes` (a `shapes_dict`): cuts a
+    freshly built model to recorded shapes before the recorded weights are loaded into it."""
+
     def first(k: int, n: int) -> torch.Tensor:
         return torch.arange(n) < k
 
@@ -325,7 +328,7 @@ def load_pruned(directory: str | os.PathLike, device: str | torch.device = "cpu"
     meta = _read_meta(path)
     model = _model_class(meta["architecture"])(base_config(path)).to(_weights_dtype(path / WEIGHTS_NAME))
     family = family_for(model)
-    shrink_model(model, _first_k_plan(family.inventory(model), meta["shapes"]), family)
+    shrink_model(model, first_k_plan(family.inventory(model), meta["shapes"]), family)
     missing, unexpected = load_model(model, path / WEIGHTS_NAME, strict=False)
     if missing or unexpected:
         raise ModelDirError(

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..adapter import AptLinear, attach_adapters, merge_adapters
 from ..assets import resolve_model_path
-from ..config import AptuneConfig, ModelConfig, save_config
+from ..config import AptuneConfig, ModelConfig, load_config, save_config
 from ..distill import LayerTransform, TeacherSnapshot, layer_loss, prediction_loss, teacher_layers
 from ..errors import AptuneError
 from ..families import family_for, supported_model_types
@@ -48,6 +48,7 @@ from ..schedule import (
     warmup_linear_factor,
 )
 from ..shrink import SliceRecord, save_pruned, shapes_dict, slice_linear, slice_optimizer_state
+from .checkpoint import CheckpointError, Progress, latest_checkpoint, read_state, restore, save_checkpoint
 from .data import batches
 from .objective import Objective, load_objective
 from .speed import inference_ms
@@ -55,6 +56,14 @@ from .speed import inference_ms
 
 class SetupError(AptuneError):
     """A run cannot start: the message names the problem and the fix."""
+
+
+class TrainingError(AptuneError):
+    """A run had to stop: the message names the step and how to continue."""
+
+
+class NonFiniteLoss(ArithmeticError):
+    """The loss of a step is nan or infinite."""
 
 
 @dataclass
@@ -258,7 +267,11 @@ class AptRun:
         return {k: v.to(self.acc.device) for k, v in enc.items()}
 
     def train_step(self, examples: list, step: int) -> dict[str, float]:
-        """Forward, losses, backward and optimizer step on one batch; returns the loss terms."""
+        """Forward, losses, backward and optimizer step on one batch; returns the loss terms.
+
+        The model trains in train mode (dropout on), whatever evaluation or loading left it in.
+        """
+        self.model.train()
         enc = self._batch(examples)
         labels = enc.pop("labels")
         mu = self.mu(step)
@@ -279,6 +292,8 @@ class AptRun:
                 layer = layer_loss(student_h, teacher_h, self.transforms, keep, tokens)
                 loss = mu * (d.pred_weight * pred + d.layer_weight * layer) + (1 - mu) * task_loss
                 terms.update(distill_pred=pred.item(), distill_layer=layer.item())
+        if not torch.isfinite(loss):  # stop before a non-finite gradient reaches any weight
+            raise NonFiniteLoss(f"the loss is {loss.item()} at step {step + 1} (terms: {terms})")
         self.acc.backward(loss)
         if self.importance is not None:
             self.importance.accumulate(self.adapters)
@@ -293,6 +308,7 @@ class AptRun:
     def prune_before_tuning(self, calibration: list[list]) -> None:
         """The paper's mode for the largest models: salience from one pass over `calibration`
         batches, then hard pruning to the target sparsity before any tuning step."""
+        self.model.train()
         for examples in calibration:
             enc = self._batch(examples)
             labels = enc.pop("labels")
@@ -446,59 +462,52 @@ def train(
     """Run APT fine-tuning as configured and export the pruned model; returns where and how it went.
 
     Writes `model/`, `metrics.json`, `history.jsonl`, `config.yaml` and `report.md` (+ plots) to the
-    output directory (`cfg.train.output_dir` unless `output_dir` is given).
+    output directory (`cfg.train.output_dir` unless `output_dir` is given), and every
+    `train.checkpoint_every` steps a checkpoint under `checkpoints/` that `resume` continues from.
     """
     out = check_output_dir(Path(output_dir or cfg.train.output_dir), overwrite)
+    return _execute(cfg, out, None, progress)
+
+
+def resume(run_dir: str | os.PathLike, progress: bool = True) -> RunResult:
+    """Continue the run in `run_dir` from its newest complete checkpoint, with the run's own
+    `config.yaml`; the result equals that of an uninterrupted run (bit for bit on CPU)."""
+    out = Path(run_dir)
+    if not (out / "config.yaml").is_file():
+        raise CheckpointError(
+            f"{out} is not an aptune run directory (config.yaml is missing); pass the output "
+            "directory of the run to resume"
+        )
+    path = latest_checkpoint(out)
+    if path is None:
+        raise CheckpointError(
+            f"no complete checkpoint in {out / 'checkpoints'}; runs write one every "
+            "train.checkpoint_every steps, so start this run again (with train.checkpoint_every set)"
+        )
+    cfg = load_config(out / "config.yaml")
+    state = read_state(path)
+    if state["config"] != cfg.to_dict():
+        raise CheckpointError(
+            f"{out / 'config.yaml'} differs from the config that {path.name} was written with; "
+            "restore the file, or start a new run with the changed config"
+        )
+    return _execute(cfg, out, (path, state), progress)
+
+
+def _execute(cfg: AptuneConfig, out: Path, checkpoint: tuple[Path, dict] | None, progress: bool) -> RunResult:
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
     set_seed(cfg.train.seed)
     objective = load_objective(cfg)
     model, tokenizer = load_model(cfg.model, objective)
     run = AptRun(cfg, model, tokenizer, objective, accelerator)
     main = accelerator.is_main_process
-    if main:  # every input is valid: only now is anything written
+    if checkpoint is not None:
+        restore(run, *checkpoint)
+    elif main:  # every input is valid: only now is anything written
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    history_path = out / "history.jsonl"
-    started = time.perf_counter()
-    if cfg.pruning.before_tuning and run.pruner is not None:
-        train_split = objective.splits["train"]
-        first = batches(train_split, cfg.train.batch_size, True, cfg.train.seed, epoch=-1)
-        run.prune_before_tuning(list(itertools.islice(first, cfg.pruning.calibration_batches)))
-    last_eval: dict[str, float] = {}
-    bar = tqdm(total=run.total_steps, disable=not (progress and main), desc="aptune", unit="step")
-    with open(history_path, "w", encoding="utf-8") if main else open(os.devnull, "w") as history:
-        step, epoch = 0, 0
-        while step < run.total_steps:
-            for examples in batches(
-                objective.splits["train"], cfg.train.batch_size, True, cfg.train.seed, epoch
-            ):
-                if step >= run.total_steps:
-                    break
-                terms = run.train_step(examples, step)
-                event = run.after_step(step)
-                step += 1
-                line = None
-                if step % cfg.train.eval_every == 0 and step < run.total_steps:  # the end: final metrics
-                    last_eval = run.evaluate(_eval_split(objective))
-                    line = {**run.status(step), **terms, "eval": last_eval}
-                elif step % cfg.train.log_every == 0 or event is not None:
-                    line = {**run.status(step), **terms}
-                if line is not None:
-                    line["elapsed_s"] = time.perf_counter() - started
-                    history.write(json.dumps(line) + "\n")
-                    history.flush()
-                    postfix = {
-                        "loss": f"{terms['loss']:.3f}",
-                        "sparsity": f"{1 - line.get('retained', 1.0):.2f}",
-                    }
-                    if last_eval:
-                        postfix[objective.metric[:4]] = f"{last_eval[objective.metric]:.3f}"
-                    bar.set_postfix(postfix)
-                bar.update(1)
-            epoch += 1
-    bar.close()
+    train_seconds = _loop(run, out, checkpoint, progress)
     run.finish()
-    train_seconds = time.perf_counter() - started
     metrics = _final_metrics(cfg, run, train_seconds)
     model_dir = out / "model"
     if main:
@@ -507,19 +516,98 @@ def train(
             "eval": metrics["validation"] or metrics["test"],
             "final": True,
         }
-        with open(history_path, "a", encoding="utf-8") as history:
+        with open(out / "history.jsonl", "a", encoding="utf-8") as history:
             history.write(json.dumps({**final, "elapsed_s": train_seconds}) + "\n")
-        model_dir = _export(
-            run,
-            out,
-            {**objective.metadata(), "max_length": cfg.data.max_length},
-        )
+        model_dir = _export(run, out, {**objective.metadata(), "max_length": cfg.data.max_length})
         _atomic_json(out / "metrics.json", metrics)
         from .report import write_report
 
         write_report(out)
     accelerator.wait_for_everyone()
     return RunResult(output_dir=out, model_dir=model_dir, metrics=metrics)
+
+
+def _open_history(path: Path, state: dict | None, main: bool):
+    """`history.jsonl` for appending: new, or cut back to where the checkpoint `state` left it."""
+    if not main:
+        return open(os.devnull, "w")
+    if state is None:
+        return open(path, "w", encoding="utf-8")
+    with open(path, "r+b") as f:
+        f.truncate(state["history_bytes"])
+    return open(path, "a", encoding="utf-8")
+
+
+def _stopped(exc: NonFiniteLoss, out: Path, last: Path | None) -> TrainingError:
+    where = (
+        f"the last good checkpoint is {last}: `aptune train --resume {out}` continues from it"
+        if last is not None
+        else "no checkpoint was written (set train.checkpoint_every to keep some)"
+    )
+    return TrainingError(
+        f"training stopped: {exc}; {where}. A loss that diverges again needs a lower "
+        "train.learning_rate (or mixed_precision: no)"
+    )
+
+
+def _loop(run: AptRun, out: Path, checkpoint: tuple[Path, dict] | None, progress: bool) -> float:
+    """The training steps (from the checkpoint's step when resuming); returns the training time."""
+    cfg, main, t = run.cfg, run.acc.is_main_process, run.cfg.train
+    last, state = checkpoint if checkpoint is not None else (None, None)
+    step = state["step"] if state else 0
+    last_eval: dict[str, float] = dict(state["last_eval"]) if state else {}
+    started = time.perf_counter() - (state["elapsed_s"] if state else 0.0)
+    train_split = run.objective.splits["train"]
+    if state is None and cfg.pruning.before_tuning and run.pruner is not None:
+        first = batches(train_split, t.batch_size, True, t.seed, epoch=-1)
+        run.prune_before_tuning(list(itertools.islice(first, cfg.pruning.calibration_batches)))
+    bar = tqdm(
+        total=run.total_steps, initial=step, disable=not (progress and main), desc="aptune", unit="step"
+    )
+    with _open_history(out / "history.jsonl", state, main) as history:
+        while step < run.total_steps:
+            epoch, done = divmod(step, run.steps_per_epoch)  # every epoch has steps_per_epoch batches
+            epoch_batches = batches(train_split, t.batch_size, True, t.seed, epoch)
+            for examples in itertools.islice(epoch_batches, done, done + run.total_steps - step):
+                try:
+                    terms = run.train_step(examples, step)
+                except NonFiniteLoss as exc:
+                    raise _stopped(exc, out, last) from None
+                event = run.after_step(step)
+                step += 1
+                line, last_eval = _history_line(run, step, terms, event, last_eval)
+                if line is not None:
+                    history.write(json.dumps({**line, "elapsed_s": time.perf_counter() - started}) + "\n")
+                    history.flush()
+                    bar.set_postfix(_postfix(terms, line, last_eval, run.objective.metric))
+                if t.checkpoint_every and step % t.checkpoint_every == 0 and step < run.total_steps and main:
+                    history.flush()
+                    size = os.fstat(history.fileno()).st_size  # where a resumed run cuts the history
+                    saved = Progress(step, size, time.perf_counter() - started, last_eval, cfg.to_dict())
+                    last = save_checkpoint(run, out, saved, t.keep_checkpoints)
+                bar.update(1)
+    bar.close()
+    return time.perf_counter() - started
+
+
+def _history_line(
+    run: AptRun, step: int, terms: dict, event: str | None, last_eval: dict[str, float]
+) -> tuple[dict | None, dict[str, float]]:
+    """The history line after `step` steps (None when nothing is due) and the latest evaluation."""
+    t = run.cfg.train
+    if step % t.eval_every == 0 and step < run.total_steps:  # the end has its own final metrics
+        last_eval = run.evaluate(_eval_split(run.objective))
+        return {**run.status(step), **terms, "eval": last_eval}, last_eval
+    if step % t.log_every == 0 or event is not None:
+        return {**run.status(step), **terms}, last_eval
+    return None, last_eval
+
+
+def _postfix(terms: dict, line: dict, last_eval: dict, metric: str) -> dict[str, str]:
+    postfix = {"loss": f"{terms['loss']:.3f}", "sparsity": f"{1 - line.get('retained', 1.0):.2f}"}
+    if last_eval:
+        postfix[metric[:4]] = f"{last_eval[metric]:.3f}"
+    return postfix
 
 
 def _final_metrics(cfg: AptuneConfig, run: AptRun, train_seconds: float) -> dict[str, object]:
