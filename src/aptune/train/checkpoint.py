@@ -236,6 +236,17 @@ def _checkpoint_dirs(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
+def remove_partial(out: Path) -> list[Path]:
+    """Delete the temporary directories of checkpoints whose writing was interrupted; returns them."""
+    root = out / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    partial = [p for p in root.glob(".tmp-step-*") if p.is_dir() and not p.is_symlink()]
+    for path in partial:
+        shutil.rmtree(path)
+    return partial
+
+
 def _rotate(root: Path, keep: int) -> None:
     for old in _checkpoint_dirs(root)[:-keep]:
         shutil.rmtree(old)

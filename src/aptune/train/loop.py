@@ -48,7 +48,15 @@ from ..schedule import (
     warmup_linear_factor,
 )
 from ..shrink import SliceRecord, save_pruned, shapes_dict, slice_linear, slice_optimizer_state
-from .checkpoint import CheckpointError, Progress, latest_checkpoint, read_state, restore, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    Progress,
+    latest_checkpoint,
+    read_state,
+    remove_partial,
+    restore,
+    save_checkpoint,
+)
 from .data import batches
 from .objective import Objective, load_objective
 from .speed import inference_ms
@@ -478,6 +486,7 @@ def resume(run_dir: str | os.PathLike, progress: bool = True) -> RunResult:
             f"{out} is not an aptune run directory (config.yaml is missing); pass the output "
             "directory of the run to resume"
         )
+    remove_partial(out)
     path = latest_checkpoint(out)
     if path is None:
         raise CheckpointError(
@@ -538,12 +547,13 @@ def _open_history(path: Path, state: dict | None, main: bool):
     return open(path, "a", encoding="utf-8")
 
 
-def _stopped(exc: NonFiniteLoss, out: Path, last: Path | None) -> TrainingError:
-    where = (
-        f"the last good checkpoint is {last}: `aptune train --resume {out}` continues from it"
-        if last is not None
-        else "no checkpoint was written (set train.checkpoint_every to keep some)"
-    )
+def _stopped(exc: NonFiniteLoss, out: Path, last: Path | None, every: int | None) -> TrainingError:
+    if last is not None:
+        where = f"the last good checkpoint is {last}: `aptune train --resume {out}` continues from it"
+    elif every:
+        where = f"no checkpoint was written before it (the first was due at step {every})"
+    else:
+        where = "no checkpoint was written (set train.checkpoint_every to keep some)"
     return TrainingError(
         f"training stopped: {exc}; {where}. A loss that diverges again needs a lower "
         "train.learning_rate (or mixed_precision: no)"
@@ -572,7 +582,7 @@ def _loop(run: AptRun, out: Path, checkpoint: tuple[Path, dict] | None, progress
                 try:
                     terms = run.train_step(examples, step)
                 except NonFiniteLoss as exc:
-                    raise _stopped(exc, out, last) from None
+                    raise _stopped(exc, out, last, t.checkpoint_every) from None
                 event = run.after_step(step)
                 step += 1
                 line, last_eval = _history_line(run, step, terms, event, last_eval)
