@@ -709,6 +709,17 @@ _YamlDumper.add_implicit_resolver(_FLOAT_TAG, _EXP_FLOAT, list("-+.0123456789"))
 _PARSE_ERRORS = (yaml.YAMLError, ValueError, RecursionError)
 
 
+def _parse_problem(err: Exception) -> str:
+    """A parser error on one line: where it is and what is wrong."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        context = f" ({err.context})" if err.context else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}{context}"
+    if isinstance(err, json.JSONDecodeError):
+        return f"line {err.lineno}, column {err.colno}: {err.msg}"
+    return " ".join(str(err).split())
+
+
 def _yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_YamlLoader)
 
@@ -742,7 +753,7 @@ def load_config(path: str | os.PathLike[str]) -> AptuneConfig:
     try:
         data = json.loads(text) if fmt == "json" else _yaml_load(text)
     except _PARSE_ERRORS as err:
-        raise ConfigError(f"{path}: invalid {fmt.upper()}: {err}") from err
+        raise ConfigError(f"{path}: invalid {fmt.upper()} at {_parse_problem(err)}") from err
     if data is None:
         return AptuneConfig()
     try:
@@ -805,7 +816,7 @@ def _parse_override(item: str) -> tuple[str, Any]:
     try:
         return key, _yaml_load(raw)
     except _PARSE_ERRORS as err:
-        raise ConfigError(f"{key}: cannot parse override value {raw!r}: {err}", key) from err
+        raise ConfigError(f"{key}: cannot parse override value {raw!r}: {_parse_problem(err)}", key) from err
 
 
 def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import transformers
 from safetensors import safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 from torch import nn
 
 from .adapter import AptLinear, merge_adapters
@@ -202,6 +202,24 @@ def first_k_plan(inventory: BlockInventory, shapes: dict) -> MaskPlan:
     )
 
 
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write `model`'s tensors to a safetensors file whose bytes depend only on their values.
+
+    Tensors sharing storage (tied embeddings) are stored once, under the first of their names in
+    sorted order, as safetensors' `save_model` does; `load_model` and transformers' loaders re-tie
+    them. Unlike `save_model`, no renaming table goes into the header, whose key order would vary
+    from process to process.
+    """
+    state = model.state_dict()
+    kept: dict[tuple, str] = {}
+    for name in sorted(state):
+        t = state[name]
+        view = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        kept.setdefault(view, name)
+    tensors = {name: state[name].detach().contiguous() for name in sorted(kept.values())}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -230,7 +248,7 @@ def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict |
     model.config.aptune["shapes"] = shapes
     fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
     os.close(fd)
-    save_model(model, tmp, metadata={"format": "pt"})
+    save_weights(model, tmp)
     os.replace(tmp, out / WEIGHTS_NAME)
     _atomic_write_text(out / "config.json", model.config.to_json_string())
     meta = {
@@ -263,7 +281,7 @@ def _read_meta(directory: Path) -> dict:
     if not path.is_file():
         raise ModelDirError(
             f"{directory} is not an aptune model directory: {META_NAME} is missing. "
-            "Pass the `model/` folder written by `aptune train` or `save_pruned`."
+            "Pass the model/ folder written by aptune train or save_pruned."
         )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))

@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model, save_file
 
 from ..distill import TeacherSnapshot
 from ..errors import AptuneError
 from ..search import BlockScores
-from ..shrink import first_k_plan, shapes_dict, shrink_model
+from ..shrink import first_k_plan, save_weights, shapes_dict, shrink_model
 
 FORMAT = "aptune.checkpoint"
 FORMAT_VERSION = 1
@@ -207,7 +207,7 @@ def save_checkpoint(run, out: Path, progress: Progress, keep: int) -> Path:
     try:
         tensors: dict[str, torch.Tensor] = {}
         state = _flatten(run_state(run, progress), "s", tensors)
-        save_model(run.model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_weights(run.model, tmp / "model.safetensors")
         save_file(tensors, str(tmp / "state.safetensors"), metadata={"format": "pt"})
         (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
         files = {}

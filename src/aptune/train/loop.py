@@ -49,6 +49,7 @@ from ..schedule import (
 )
 from ..shrink import SliceRecord, save_pruned, shapes_dict, slice_linear, slice_optimizer_state
 from .checkpoint import (
+    CHECKPOINTS,
     CheckpointError,
     Progress,
     latest_checkpoint,
@@ -489,9 +490,11 @@ def resume(run_dir: str | os.PathLike, progress: bool = True) -> RunResult:
     remove_partial(out)
     path = latest_checkpoint(out)
     if path is None:
+        found = len(list((out / CHECKPOINTS).glob("step-*")))
+        why = f"all {found} failed their checks, see the warnings above" if found else "there is none"
         raise CheckpointError(
-            f"no complete checkpoint in {out / 'checkpoints'}; runs write one every "
-            "train.checkpoint_every steps, so start this run again (with train.checkpoint_every set)"
+            f"cannot resume {out}: no complete checkpoint in {out / CHECKPOINTS} ({why}); runs write "
+            "one every train.checkpoint_every steps, so start this run again with that key set"
         )
     cfg = load_config(out / "config.yaml")
     state = read_state(path)
@@ -549,7 +552,7 @@ def _open_history(path: Path, state: dict | None, main: bool):
 
 def _stopped(exc: NonFiniteLoss, out: Path, last: Path | None, every: int | None) -> TrainingError:
     if last is not None:
-        where = f"the last good checkpoint is {last}: `aptune train --resume {out}` continues from it"
+        where = f"the last good checkpoint is {last} (aptune train --resume {out} continues from it)"
     elif every:
         where = f"no checkpoint was written before it (the first was due at step {every})"
     else:
