@@ -3,6 +3,7 @@
 import aptune
 cfg = aptune.load_config("configs/minilm-rotten-tomatoes.yaml")
 result = aptune.train(cfg, "runs/demo")            # fine-tune + prune + export
+aptune.resume("runs/demo")                         # continue a killed run from its checkpoint
 model = aptune.load_pruned(result.model_dir)       # the smaller dense model
 """
 
@@ -13,9 +14,10 @@ from .errors import AptuneError
 from .families import family_for
 from .pruner import PruneOptions, Pruner
 from .search import MaskPlan, PlanError, plan_masks
-from .shrink import is_stock, load_pruned, save_pruned, shrink_model
+from .shrink import ModelDirError, is_stock, load_pruned, save_pruned, shrink_model
+from .train.checkpoint import CheckpointError
 from .train.data import DataError
-from .train.loop import RunResult, SetupError, train
+from .train.loop import RunResult, SetupError, TrainingError, resume, train
 
 __version__ = "0.1.0"
 
@@ -23,14 +25,17 @@ __all__ = [
     "AptLinear",
     "AptuneConfig",
     "AptuneError",
+    "CheckpointError",
     "ConfigError",
     "DataError",
     "MaskPlan",
+    "ModelDirError",
     "PlanError",
     "PruneOptions",
     "Pruner",
     "RunResult",
     "SetupError",
+    "TrainingError",
     "__version__",
     "apply_overrides",
     "attach_adapters",
@@ -44,6 +49,7 @@ __all__ = [
     "merge_adapters",
     "model_info",
     "plan_masks",
+    "resume",
     "run_lm_eval",
     "save_config",
     "save_pruned",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -112,6 +113,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_output(model_dir: str, data: str, split: str) -> Path:
+    """Where `aptune eval` writes its metrics by default: next to the model directory, in a file
+    named after the data (a file's stem, or a task name with every other character replaced),
+    so a data argument such as '../x' cannot place it elsewhere."""
+    name = Path(data).stem if Path(data).exists() else data
+    safe = re.sub(r"[^A-Za-z0-9_]+", "-", name).strip("-") or "data"
+    return Path(model_dir).resolve().parent / f"eval-{safe}-{split}.json"
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .api import evaluate_model
 
@@ -125,12 +135,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         target_column=args.target_column,
     )
-    name = Path(args.data).stem if Path(args.data).exists() else args.data.replace("/", "-")
-    out = (
-        Path(args.output)
-        if args.output
-        else Path(args.model_dir).resolve().parent / f"eval-{name}-{args.split}.json"
-    )
+    out = Path(args.output) if args.output else eval_output(args.model_dir, args.data, args.split)
     out.write_text(json.dumps(metrics, indent=2) + "\n")
     print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     print(f"wrote {out}")

@@ -519,7 +519,12 @@ class TrainConfig(_Section):
         default=False, metadata=_meta("Recompute activations in the backward pass to save memory.")
     )
     checkpoint_every: int | None = field(
-        default=None, metadata=_meta("Steps between checkpoints; null disables periodic checkpoints.", _ge(1))
+        default=None,
+        metadata=_meta(
+            "Steps between checkpoints (OUTPUT/checkpoints/step-N, what `aptune train --resume OUTPUT` "
+            "continues from); null writes none.",
+            _ge(1),
+        ),
     )
     keep_checkpoints: int = field(
         default=2, metadata=_meta("Number of most recent checkpoints kept on disk.", _ge(1))
