@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
         help="override config keys (repeatable), e.g. --set pruning.target_sparsity=0.4 train.max_steps=200",
     )
     train.add_argument("--output-dir", help="where to write results (default: train.output_dir)")
+    train.add_argument(
+        "--num-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data-parallel training in N processes on this machine (one per GPU, or CPU processes): "
+        "a shortcut for `torchrun --nproc_per_node N -m aptune train ...`",
+    )
     train.add_argument("--overwrite", action="store_true", help="replace results in a non-empty output dir")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -95,8 +105,26 @@ def _run_training(args: argparse.Namespace):
     return resume(args.resume, progress=progress)
 
 
+def _launch(args: argparse.Namespace) -> int:
+    """Run this command again in `args.num_processes` processes under torchrun; returns its exit code."""
+    if args.num_processes < 1:
+        raise UsageError(f"--num-processes must be >= 1, got {args.num_processes}")
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    argv += [f"--nproc_per_node={args.num_processes}", "-m", "aptune", "train"]
+    argv += [args.config] if args.config else ["--resume", args.resume]
+    argv += ["--set", *args.set] if args.set else []
+    argv += ["--output-dir", args.output_dir] if args.output_dir else []
+    flags = (("--overwrite", args.overwrite), ("--no-progress", args.no_progress))
+    argv += [flag for flag, on in flags if on]
+    return subprocess.run(argv, check=False).returncode
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.num_processes != 1 and "LOCAL_RANK" not in os.environ:
+        return _launch(args)
     result = _run_training(args)
+    if int(os.environ.get("RANK", "0")) != 0:  # data-parallel: the main process reports
+        return 0
     m = result.metrics
     metric = m.get("metric", "accuracy")
     parts = [

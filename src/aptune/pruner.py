@@ -59,9 +59,16 @@ class Pruner:
         model: a model of a supported family (adapters, if any, already attached).
         options: pruning options.
         allreduce: sums salience statistics across processes (data-parallel runs).
+        grad_scale: multiplies salience gradient sums (`1 / processes` in data-parallel runs).
     """
 
-    def __init__(self, model: nn.Module, options: PruneOptions, allreduce: AllReduce | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        options: PruneOptions,
+        allreduce: AllReduce | None = None,
+        grad_scale: float = 1.0,
+    ):
         self.model = model
         self.options = options
         self.family: ModelFamily = family_for(model)
@@ -70,7 +77,7 @@ class Pruner:
         device = next(model.parameters()).device
         self.masks = MaskState.ones(list(inventory.heads), list(inventory.neurons), inventory.hidden, device)
         self.hooks = install_masks(model, self.family, self.masks)
-        self.collector = SalienceCollector(allreduce=allreduce)
+        self.collector = SalienceCollector(allreduce=allreduce, grad_scale=grad_scale)
         self.hooks.observer = self.collector
         self.ema = SalienceEMA(beta=options.momentum_salience)
 

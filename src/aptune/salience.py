@@ -44,9 +44,13 @@ class SalienceCollector:
     Install it as `MaskHooks.observer`. A forward pass with gradients enabled counts once its
     backward pass reaches the site (so passes recomputed by gradient checkpointing count once).
     `allreduce` (e.g. a torch.distributed SUM) is applied to all sums at once in `totals()`.
+    `grad_scale` multiplies the gradient sums: `1 / N` in an N-process run, where each process's
+    loss averages over its 1/N of the batch, so the gradients it sees are N times those of the
+    whole batch's mean loss.
     """
 
     allreduce: AllReduce | None = None
+    grad_scale: float = 1.0
     act: dict[SiteKey, torch.Tensor] = field(default_factory=dict)
     grad: dict[SiteKey, torch.Tensor] = field(default_factory=dict)
     tokens: dict[SiteKey, float] = field(default_factory=dict)
@@ -59,7 +63,7 @@ class SalienceCollector:
         def count(grad: torch.Tensor) -> None:
             # counted when the gradient arrives: a pass recomputed by gradient checkpointing gets none
             self._add(self.act, key, act)
-            self._add(self.grad, key, _channel_sum(grad))
+            self._add(self.grad, key, _channel_sum(grad) * self.grad_scale)
             self.tokens[key] = self.tokens.get(key, 0.0) + tokens
 
         post.register_hook(count)

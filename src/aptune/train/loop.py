@@ -13,6 +13,7 @@ finally: hard masks, physical removal, adapters merged, evaluation, timing, expo
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 import transformers
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -199,6 +200,8 @@ class AptRun:
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
         self.snapshot: TeacherSnapshot | None = None
+        self.replica_checks = 0
+        """Cross-process consistency checks passed (data-parallel runs)."""
 
     # ---- setup -------------------------------------------------------------------------------
     def _setup_trainable(self) -> dict[str, AptLinear]:
@@ -229,7 +232,9 @@ class AptRun:
     def _make_pruner(self) -> Pruner | None:
         if not self.cfg.pruning.enabled or self.cfg.pruning.target_sparsity == 0:
             return None
-        return Pruner(self.model, PruneOptions.from_config(self.cfg.pruning))
+        world = self.acc.num_processes
+        allreduce = (lambda t: self.acc.reduce(t, reduction="sum")) if world > 1 else None
+        return Pruner(self.model, PruneOptions.from_config(self.cfg.pruning), allreduce, 1 / world)
 
     def _trainable(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -281,6 +286,7 @@ class AptRun:
         The model trains in train mode (dropout on), whatever evaluation or loading left it in.
         """
         self.model.train()
+        examples, weight = self._shard(examples)
         enc = self._batch(examples)
         labels = enc.pop("labels")
         mu = self.mu(step)
@@ -303,7 +309,8 @@ class AptRun:
                 terms.update(distill_pred=pred.item(), distill_layer=layer.item())
         if not torch.isfinite(loss):  # stop before a non-finite gradient reaches any weight
             raise NonFiniteLoss(f"the loss is {loss.item()} at step {step + 1} (terms: {terms})")
-        self.acc.backward(loss)
+        self.acc.backward(loss * weight)
+        self._average_gradients()
         if self.importance is not None:
             self.importance.accumulate(self.adapters)
         self.acc.clip_grad_norm_([*self._trainable(), *self.transforms.parameters()], 1.0)
@@ -311,7 +318,56 @@ class AptRun:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"] = loss.item()
-        return terms
+        return self._mean_terms(terms)
+
+    # ---- data parallelism (one process per device; no-ops in a single process) --------------
+    def _shard(self, examples: list) -> tuple[list, float]:
+        """This process's share of a global batch and its loss weight, `n_rank * N / n`, so that the
+        mean of the processes' weighted losses is the mean loss of the whole batch. A process with
+        no example of a short last batch runs one with weight 0."""
+        world, rank = self.acc.num_processes, self.acc.process_index
+        if world == 1:
+            return examples, 1.0
+        share = examples[rank::world]
+        return (share, len(share) * world / len(examples)) if share else (examples[:1], 0.0)
+
+    def _average_gradients(self) -> None:
+        """Average the trainable gradients over the processes with one all-reduce through
+        accelerate (the frozen weights have none). The model is not wrapped in DDP: pruning and
+        rank growth change parameter shapes, which DDP's gradient buckets cannot follow."""
+        if self.acc.num_processes == 1:
+            return
+        params = [*self._trainable(), *self.transforms.parameters()]
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+        flat = self.acc.reduce(torch.cat([g.flatten() for g in grads]), reduction="mean")  # (P,)
+        for p, chunk in zip(params, flat.split([g.numel() for g in grads]), strict=True):
+            p.grad = chunk.view_as(p).clone()
+
+    def _mean_terms(self, terms: dict[str, float]) -> dict[str, float]:
+        """Loss terms averaged over the processes (what one process over the whole batch logs)."""
+        if self.acc.num_processes == 1:
+            return terms
+        keys = sorted(terms)
+        values = torch.tensor([terms[k] for k in keys], dtype=torch.float64, device=self.acc.device)
+        return dict(zip(keys, self.acc.reduce(values, reduction="mean").tolist(), strict=True))
+
+    def check_replicas(self, what: str, tensors: list[torch.Tensor], step: int) -> None:
+        """Stop every process with a clear error unless all hold the same `tensors` (a checksum
+        of their bytes is compared across processes)."""
+        if self.acc.num_processes == 1:
+            return
+        digest = hashlib.sha256()
+        for t in tensors:
+            digest.update(t.detach().float().cpu().numpy().tobytes())
+        value = int.from_bytes(digest.digest()[:7], "little")
+        sums = self.acc.gather(torch.tensor([value], dtype=torch.int64, device=self.acc.device))
+        if bool((sums != sums[0]).any()):
+            raise TrainingError(
+                f"the {self.acc.num_processes} processes hold different {what} at step {step} "
+                f"(checksums {sums.tolist()}); the data-parallel run is inconsistent, so it stopped. "
+                "Check that every process runs the same aptune, config and data"
+            )
+        self.replica_checks += 1
 
     # ---- pruning and growth between steps ---------------------------------------------------
     def prune_before_tuning(self, calibration: list[list]) -> None:
@@ -343,7 +399,9 @@ class AptRun:
         if step > self.start:
             self.pruner.decay()
         if is_replan_step(step, self.start, self.end, every) or step == self.end:
-            self.pruner.replan(retain_ratio(step, self.start, self.end, self.cfg.pruning.target_sparsity))
+            ratio = retain_ratio(step, self.start, self.end, self.cfg.pruning.target_sparsity)
+            plan = self.pruner.replan(ratio)
+            self.check_replicas("mask targets", [*plan.heads, *plan.neurons, plan.hidden], step + 1)
             self.shrink()
             self._grow(step)
             self.refresh_teacher()
@@ -378,7 +436,11 @@ class AptRun:
         budget = tuning_budget(step, self.start, self.end, self.initial_adapter_params, t.max_tuning_ratio)
         ranks = {name: a.rank for name, a in self.adapters.items()}
         new_ranks = plan_growth(ranks, self.importance.update(), self.adapter_budget, budget, t.max_rank)
-        apply_growth(self.adapters, new_ranks, self.optimizer)
+        with torch.random.fork_rng(devices=[]):  # new rows from (seed, step): equal in every process
+            torch.manual_seed(self.cfg.train.seed * 1000003 + step)
+            apply_growth(self.adapters, new_ranks, self.optimizer)
+        rank_vector = torch.tensor([a.rank for a in self.adapters.values()])
+        self.check_replicas("adapter ranks", [rank_vector], step + 1)
         self.adapter_budget = budget
 
     def refresh_teacher(self) -> None:
@@ -412,7 +474,7 @@ class AptRun:
             split,
             self.cfg.train.eval_batch_size,
             self.cfg.data.max_length,
-            gather=self.acc.gather_for_metrics if self.acc.num_processes > 1 else None,
+            shard=(self.acc.process_index, self.acc.num_processes),
         )
 
     def finish(self) -> None:
@@ -422,6 +484,7 @@ class AptRun:
         merge_adapters(self.model)
         self.model.to(getattr(torch, self.cfg.model.dtype))  # float32 heads join the frozen dtype
         self.model.eval()
+        self.check_replicas("final weights", list(self.model.state_dict().values()), self.total_steps)
 
 
 def _eval_split(objective: Objective) -> str:
@@ -506,8 +569,22 @@ def resume(run_dir: str | os.PathLike, progress: bool = True) -> RunResult:
     return _execute(cfg, out, (path, state), progress)
 
 
+def _accelerator(cfg: AptuneConfig) -> Accelerator:
+    """accelerate's state for this process; refuses back-ends that shard parameters."""
+    # without CUDA, processes launched by torchrun / accelerate train on the CPU over gloo
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    backend = accelerator.distributed_type
+    if backend in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise SetupError(
+            f"accelerate is configured for {backend.value}, which shards parameters across processes; "
+            "aptune prunes and grows whole weight matrices in place and supports data parallelism "
+            "(DDP / multi-CPU) only: run `accelerate config` and pick multi-GPU or multi-CPU"
+        )
+    return accelerator
+
+
 def _execute(cfg: AptuneConfig, out: Path, checkpoint: tuple[Path, dict] | None, progress: bool) -> RunResult:
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    accelerator = _accelerator(cfg)
     set_seed(cfg.train.seed)
     objective = load_objective(cfg)
     model, tokenizer = load_model(cfg.model, objective)
@@ -648,6 +725,9 @@ def _final_metrics(cfg: AptuneConfig, run: AptRun, train_seconds: float) -> dict
         "notes": list(run.objective.notes),
         "config": cfg.to_dict(),
     }
-    if cfg.train.measure_speed:
+    if run.acc.num_processes > 1:
+        metrics["processes"] = run.acc.num_processes
+        metrics["replica_checks"] = run.replica_checks
+    if cfg.train.measure_speed and run.acc.is_main_process:
         metrics["inference"] = _inference(cfg, run)
     return metrics

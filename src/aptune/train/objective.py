@@ -93,9 +93,10 @@ class Objective(ABC):
 
     @abstractmethod
     def evaluate(
-        self, model: nn.Module, tokenizer: Any, split: str, batch_size: int, max_length: int, gather=None
+        self, model: nn.Module, tokenizer: Any, split: str, batch_size: int, max_length: int, shard=(0, 1)
     ) -> dict[str, float]:
-        """Metrics of `model` on a split."""
+        """Metrics of `model` on a split. `shard = (process, processes)`: each process may score its
+        share of the split and gather the rest; every process returns the metrics of the whole split."""
 
     def timing_examples(self, count: int) -> list:
         """`count` test examples (cycled; the train split when there is no test split)."""
@@ -144,8 +145,8 @@ class Classification(Objective):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels)  # logits (B, K)
 
-    def evaluate(self, model, tokenizer, split, batch_size, max_length, gather=None) -> dict[str, float]:
-        return evaluate(model, tokenizer, self.splits[split], batch_size, max_length, gather=gather)
+    def evaluate(self, model, tokenizer, split, batch_size, max_length, shard=(0, 1)) -> dict[str, float]:
+        return evaluate(model, tokenizer, self.splits[split], batch_size, max_length, shard=shard)
 
     def timing_inputs(self, tokenizer: Any, count: int, max_length: int) -> dict[str, torch.Tensor]:
         """Real test texts padded to `max_length` (the classifier's worst case)."""
@@ -195,7 +196,7 @@ class CausalLm(Objective):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return causal_lm_loss(logits, labels)
 
-    def evaluate(self, model, tokenizer, split, batch_size, max_length, gather=None) -> dict[str, float]:
+    def evaluate(self, model, tokenizer, split, batch_size, max_length, shard=(0, 1)) -> dict[str, float]:
         examples = self.splits[split]
         if self.choices is None:
             return perplexity(model, tokenizer, examples, max_length, batch_size)
@@ -252,7 +253,7 @@ class Seq2Seq(Objective):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return seq2seq_loss(logits, labels)
 
-    def evaluate(self, model, tokenizer, split, batch_size, max_length, gather=None) -> dict[str, float]:
+    def evaluate(self, model, tokenizer, split, batch_size, max_length, shard=(0, 1)) -> dict[str, float]:
         examples = self.splits[split]
         new_tokens = self.max_target_length
         if self.choices is not None:  # a label word is a few tokens (plus the tokenizer's specials)
