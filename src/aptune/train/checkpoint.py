@@ -121,7 +121,21 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _pruner_state(pruner) -> dict[str, Any] | None:
+def _mean_window(store: dict, acc) -> dict:
+    """A process's open salience sums replaced by the mean over the processes: every process
+    resumes with them, and the all-reduce (sum) at the next re-plan restores the total."""
+    if acc.num_processes == 1 or not store:
+        return store
+    keys = sorted(store)
+    if isinstance(store[keys[0]], float):
+        counts = torch.tensor([store[k] for k in keys], dtype=torch.float64, device=acc.device)
+        values = acc.reduce(counts, "mean")
+        return dict(zip(keys, values.tolist(), strict=True))
+    flat = acc.reduce(torch.cat([store[k] for k in keys]), "mean")
+    return dict(zip(keys, flat.split([store[k].numel() for k in keys]), strict=True))
+
+
+def _pruner_state(pruner, acc) -> dict[str, Any] | None:
     if pruner is None:
         return None
     m, c = pruner.masks, pruner.collector
@@ -138,7 +152,7 @@ def _pruner_state(pruner) -> dict[str, Any] | None:
             "hidden_target": m.hidden_target,
         },
         "ema": None if ema is None else {"heads": ema.heads, "neurons": ema.neurons, "hidden": ema.hidden},
-        "window": {"act": c.act, "grad": c.grad, "tokens": c.tokens},
+        "window": {k: _mean_window(getattr(c, k), acc) for k in ("act", "grad", "tokens")},
     }
 
 
@@ -169,7 +183,7 @@ def run_state(run, progress: Progress) -> dict[str, Any]:
         "ranks": {name: a.rank for name, a in run.adapters.items()},
         "adapter_budget": run.adapter_budget,
         "importance": None if importance is None else {k: importance[k] for k in ("window", "value")},
-        "pruner": _pruner_state(run.pruner),
+        "pruner": _pruner_state(run.pruner, run.acc),
         "snapshot": None if run.snapshot is None else run.snapshot.values,
         "transforms": run.transforms.state_dict(),
         "optimizer": run.optimizer.state_dict(),
@@ -197,16 +211,20 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(run, out: Path, progress: Progress, keep: int) -> Path:
+def save_checkpoint(run, out: Path, progress: Progress, keep: int) -> Path | None:
     """Write the checkpoint of `run` after `progress.step` steps to `out/checkpoints/`, atomically,
-    and delete all but the `keep` newest; returns its directory."""
+    and delete all but the `keep` newest; returns its directory. Every process of a data-parallel
+    run calls it (the open salience window is averaged across them); the main one writes."""
+    state = run_state(run, progress)
+    if not run.acc.is_main_process:
+        return None
     root = out / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{progress.step:06d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
     try:
         tensors: dict[str, torch.Tensor] = {}
-        state = _flatten(run_state(run, progress), "s", tensors)
+        state = _flatten(state, "s", tensors)
         save_weights(run.model, tmp / "model.safetensors")
         save_file(tensors, str(tmp / "state.safetensors"), metadata={"format": "pt"})
         (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")

@@ -613,6 +613,8 @@ def _execute(cfg: AptuneConfig, out: Path, checkpoint: tuple[Path, dict] | None,
 
         write_report(out)
     accelerator.wait_for_everyone()
+    if accelerator.num_processes > 1:
+        accelerator.end_training()  # a gloo group left to the interpreter's exit may abort the process
     return RunResult(output_dir=out, model_dir=model_dir, metrics=metrics)
 
 
@@ -670,11 +672,11 @@ def _loop(run: AptRun, out: Path, checkpoint: tuple[Path, dict] | None, progress
                     history.write(json.dumps({**line, "elapsed_s": time.perf_counter() - started}) + "\n")
                     history.flush()
                     bar.set_postfix(_postfix(terms, line, last_eval, run.objective.metric))
-                if t.checkpoint_every and step % t.checkpoint_every == 0 and step < run.total_steps and main:
+                if t.checkpoint_every and step % t.checkpoint_every == 0 and step < run.total_steps:
                     history.flush()
                     size = os.fstat(history.fileno()).st_size  # where a resumed run cuts the history
                     saved = Progress(step, size, time.perf_counter() - started, last_eval, cfg.to_dict())
-                    last = save_checkpoint(run, out, saved, t.keep_checkpoints)
+                    last = save_checkpoint(run, out, saved, t.keep_checkpoints) or last
                 bar.update(1)
     bar.close()
     return time.perf_counter() - started
