@@ -182,3 +182,27 @@ def test_adapter_slots_cover_self_and_cross_attention(kind):
     cross = next(s for s in slots if s.name == "decoder.layer.1.cross_attention.query")
     assert getattr(cross.parent, cross.attr) is model.decoder.block[1].layer[1].EncDecAttention.q
     assert len(slots) == 3 * (2 + len(ffn_in)) + 2 * (4 + len(ffn_in))
+
+
+def test_without_own_bias_hooks_later_layers_get_the_wrong_bias(monkeypatch):
+    """The pre-hook is what makes masked == shrunk hold: with it disabled, later layers reuse the
+    first layer's (now differently sliced) bias and the outputs drift."""
+    import aptune.families.t5 as t5
+
+    monkeypatch.setattr(t5, "_compute_own_bias", lambda module, args, kwargs: (args, kwargs))
+    model = tiny_model("t5")
+    batch = tiny_batch()
+    inv = T5.inventory(model)
+    heads = [torch.ones(n, dtype=torch.bool) for n in inv.heads]
+    heads[0][1] = heads[1][2] = heads[2][0] = False  # every encoder layer keeps 3 heads, different ones
+    plan = MaskPlan(
+        heads=heads,
+        neurons=[torch.ones(n, dtype=torch.bool) for n in inv.neurons],
+        hidden=torch.ones(inv.hidden, dtype=torch.bool),
+        params=-1,
+    )
+    hooks = _masked(model, plan)
+    masked = model(**batch).logits
+    hooks.remove()
+    shrink_model(model, plan)
+    assert not torch.allclose(model(**batch).logits, masked, atol=1e-4)
