@@ -165,6 +165,15 @@ class Classification(Objective):
         return {**super().metadata(), "label_names": self.label_names, "is_pair": self.is_pair}
 
 
+def _generation_metadata(objective: Objective) -> dict[str, Any]:
+    """What a generative objective's export records so `aptune eval` can score it again."""
+    return {
+        "choices": objective.choices,
+        "label_names": objective.label_names,
+        "prompt_template": objective.prompt_template,
+    }
+
+
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over labelled tokens: logits (B, T, V), labels (B, T)."""
     return F.cross_entropy(
@@ -207,12 +216,7 @@ class CausalLm(Objective):
         return metrics
 
     def metadata(self) -> dict[str, Any]:
-        return {
-            **super().metadata(),
-            "choices": self.choices,
-            "label_names": self.label_names,
-            "prompt_template": self.prompt_template,
-        }
+        return {**super().metadata(), **_generation_metadata(self)}
 
 
 @dataclass
@@ -276,14 +280,8 @@ class Seq2Seq(Objective):
         return metrics
 
     def metadata(self) -> dict[str, Any]:
-        return {
-            **super().metadata(),
-            "choices": self.choices,
-            "label_names": self.label_names,
-            "prompt_template": self.prompt_template,
-            "source_prefix": self.source_prefix,
-            "max_target_length": self.max_target_length,
-        }
+        extra = {"source_prefix": self.source_prefix, "max_target_length": self.max_target_length}
+        return {**super().metadata(), **_generation_metadata(self), **extra}
 
 
 def _text_to_label(cfg: DataConfig, seed: int) -> Seq2Seq:
