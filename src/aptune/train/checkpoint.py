@@ -318,7 +318,7 @@ def restore(run, path: Path, state: dict[str, Any]) -> None:
     if not all(bool(k.all()) for k in [*plan.heads, *plan.neurons, plan.hidden]):
         shrink_model(model, plan, family)  # the saved tensors replace every kept value below
         if run.transforms and not bool(plan.hidden.all()):
-            run._shrink_transforms(plan.hidden.nonzero().flatten())
+            run.shrink_transforms(plan.hidden.nonzero().flatten())
     for name, rank in state["ranks"].items():
         if rank > run.adapters[name].rank:
             run.adapters[name].grow(rank)
@@ -338,5 +338,5 @@ def restore(run, path: Path, state: dict[str, Any]) -> None:
     if run.pruner is not None:
         _set_pruner_state(run.pruner, state["pruner"], device)
     if state["snapshot"] is not None:
-        run.snapshot = TeacherSnapshot(run._trainable(), [v.to(device) for v in state["snapshot"]])
+        run.snapshot = TeacherSnapshot(run.trainable(), [v.to(device) for v in state["snapshot"]])
     _set_rng_state(state["rng"])

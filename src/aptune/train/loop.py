@@ -236,14 +236,15 @@ class AptRun:
         allreduce = (lambda t: self.acc.reduce(t, reduction="sum")) if world > 1 else None
         return Pruner(self.model, PruneOptions.from_config(self.cfg.pruning), allreduce, 1 / world)
 
-    def _trainable(self) -> list[nn.Parameter]:
+    def trainable(self) -> list[nn.Parameter]:
+        """The parameters that train (adapters and task head, or every weight), in model order."""
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         t = self.cfg.train
         head_ids = {id(p) for h in self.family.task_head(self.model) for p in h.parameters()}
-        body = [p for p in self._trainable() if id(p) not in head_ids] + list(self.transforms.parameters())
-        head = [p for p in self._trainable() if id(p) in head_ids]
+        body = [p for p in self.trainable() if id(p) not in head_ids] + list(self.transforms.parameters())
+        head = [p for p in self.trainable() if id(p) in head_ids]
         groups = [{"params": body, "lr": t.learning_rate}]
         if head:
             groups.append({"params": head, "lr": t.head_learning_rate or t.learning_rate})
@@ -313,7 +314,7 @@ class AptRun:
         self._average_gradients()
         if self.importance is not None:
             self.importance.accumulate(self.adapters)
-        self.acc.clip_grad_norm_([*self._trainable(), *self.transforms.parameters()], 1.0)
+        self.acc.clip_grad_norm_([*self.trainable(), *self.transforms.parameters()], 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -337,11 +338,11 @@ class AptRun:
         rank growth change parameter shapes, which DDP's gradient buckets cannot follow."""
         if self.acc.num_processes == 1:
             return
-        params = [*self._trainable(), *self.transforms.parameters()]
+        params = [*self.trainable(), *self.transforms.parameters()]
         grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
         flat = self.acc.reduce(torch.cat([g.flatten() for g in grads]), reduction="mean")  # (P,)
         for p, chunk in zip(params, flat.split([g.numel() for g in grads]), strict=True):
-            p.grad = chunk.view_as(p).clone()
+            p.grad = chunk.view_as(p)  # views of the reduced buffer, which nothing else holds
 
     def _mean_terms(self, terms: dict[str, float]) -> dict[str, float]:
         """Loss terms averaged over the processes (what one process over the whole batch logs)."""
@@ -419,10 +420,11 @@ class AptRun:
         if plan is None:
             return False
         if self.transforms and not bool(plan.hidden.all()):
-            self._shrink_transforms(plan.hidden.nonzero().flatten())
+            self.shrink_transforms(plan.hidden.nonzero().flatten())
         return True
 
-    def _shrink_transforms(self, keep: torch.Tensor) -> None:
+    def shrink_transforms(self, keep: torch.Tensor) -> None:
+        """Keep hidden dims `keep` of the distillation maps (optimizer state sliced too)."""
         records: list[SliceRecord] = []
         for tr in self.transforms:
             slice_linear(tr.map, keep, "out", records)
@@ -446,7 +448,7 @@ class AptRun:
     def refresh_teacher(self) -> None:
         """Snapshot the trainable weights as the teacher's."""
         if self.distilling:
-            self.snapshot = TeacherSnapshot.take(self._trainable())
+            self.snapshot = TeacherSnapshot.take(self.trainable())
 
     # ---- logging -----------------------------------------------------------------------------
     def status(self, step: int) -> dict[str, object]:
