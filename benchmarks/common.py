@@ -43,12 +43,12 @@ def review_batches(tokenizer, split: str, count: int, size: int = 32, length: in
 
 
 def salience_pruner(model: torch.nn.Module, batches: list[dict], **options) -> Pruner:
-    """A Pruner whose salience average holds one window over `batches` (hooks removed afterwards)."""
+    """A Pruner whose scores are the mean per-batch salience of `batches` (hooks removed afterwards)."""
     pruner = Pruner(model, PruneOptions(mask_decay_rate=1.0, **options))
     for batch in batches:
         model.zero_grad()
         model(**batch).loss.backward()
-    pruner.window_scores()
+        pruner.fold_batch(mean=True)
     pruner.hooks.remove()
     model.zero_grad()
     return pruner

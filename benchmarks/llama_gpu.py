@@ -81,13 +81,18 @@ def _peak_mb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
-def train_step_ms(model, params, batch, steps: int, device: torch.device) -> tuple[float, float | None]:
-    """Median time of forward + backward + AdamW step, and the peak memory over those steps."""
+def train_step_ms(
+    model, params, batch, steps: int, device: torch.device, after_backward=None
+) -> tuple[float, float | None]:
+    """Median time of forward + backward (+ `after_backward()`, e.g. APT's per-step salience) +
+    AdamW step, and the peak memory over those steps."""
     opt = torch.optim.AdamW(params, lr=1e-4)
 
     def step() -> None:
         loss = causal_lm_loss(model(input_ids=batch).logits, batch)
         loss.backward()
+        if after_backward is not None:
+            after_backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -118,8 +123,7 @@ def run(shape_name: str, steps: int) -> dict:
     rows = {}
     rows["lora"] = train_step_ms(model, params, batch, steps, device)
     pruner = Pruner(model, PruneOptions(align=8, mask_decay_rate=1.0))
-    rows["apt-dense"] = train_step_ms(model, params, batch, steps, device)
-    pruner.window_scores()
+    rows["apt-dense"] = train_step_ms(model, params, batch, steps, device, pruner.fold_batch)
     pruner.masks.set_hard(pruner.plan(RETAIN))
     pruner.shrink()
     rows["apt-pruned"] = train_step_ms(model, params, batch, steps, device)

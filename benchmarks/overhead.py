@@ -30,6 +30,7 @@ from accelerate import Accelerator
 from common import write_results
 
 from aptune.config import apply_overrides, load_config
+from aptune.snapshot import WeightSnapshot
 from aptune.train.data import batches, load_task
 from aptune.train.loop import AptRun, load_model
 
@@ -55,14 +56,14 @@ def measure(case: str, steps: int) -> dict:
     data = batches(task.splits["train"], 32, True, 0, 0)
     step = run.end  # inside the distillation phase (mu = 1)
     if run.pruner is not None:
-        run.train_step(next(data), step)  # one window of salience
+        run.train_step(next(data), step)  # one batch of salience
         run.pruner.replan(keep if keep < 1 else 0.7)
         if keep < 1:
             run.pruner.masks.set_hard(run.pruner.plan(keep))
             run.shrink()
         else:
             run.pruner.masks.step(0.5)  # masks part-way: the masked code path is active
-        run.refresh_teacher()
+        run.teacher.snapshot = WeightSnapshot.take(run.trainable())
     times = []
     for _ in range(steps + 2):
         start = time.perf_counter()

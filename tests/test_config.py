@@ -119,13 +119,16 @@ def test_defaults_match_schema() -> None:
     p = cfg.pruning
     assert p.enabled and p.target_sparsity == 0.6 and p.scheduler == "cubic"
     assert p.salience_type == "outlier-aware" and p.use_kurtosis and p.kurtosis_weight == 1.0
-    assert (p.update_frequency, p.mask_decay_rate, p.momentum_salience) == (100, 0.01, 0.9)
+    assert (p.update_frequency, p.mask_decay_rate, p.momentum_salience) == (100, 0.01, 0.85)
     assert (p.start_step, p.end_step, p.align) == (0.1, 0.5, 8)
     assert (p.min_heads_per_layer, p.min_neurons_per_layer) == (1, 1)
     assert p.prune_hidden and not p.uniform_layers
     assert (cfg.tuning.enabled, cfg.tuning.max_rank, cfg.tuning.max_tuning_ratio) == (True, 64, 4.0)
-    assert cfg.tuning.momentum_importance == 0.9
-    assert (cfg.distill.pred_weight, cfg.distill.layer_weight, cfg.distill.temperature) == (0.1, 0.9, 2.0)
+    assert cfg.tuning.momentum_importance == 0.85
+    d = cfg.distill
+    assert (d.pred_weight, d.layer_weight, d.temperature, d.pred_scale) == (0.1, 0.9, 2 / 3, 10.0)
+    assert (d.teacher, d.teacher_masks, d.resample_layers) == ("best", True, False)
+    assert (d.after_pruning, d.recovery, d.recovery_lr_scale) == (0.5, True, 0.1)
     t = cfg.train
     assert (t.epochs, t.max_steps, t.batch_size, t.eval_batch_size) == (3.0, None, 32, 64)
     assert (t.learning_rate, t.warmup_ratio, t.seed, t.mixed_precision) == (5e-4, 0.06, 42, "no")

@@ -1,19 +1,20 @@
 import pytest
 import torch
 
-from aptune.adapter import attach_adapters
+from aptune.adapter import AptLinear, attach_adapters, base_linear
+from aptune.families import family_for
 from aptune.pruner import PruneOptions, Pruner
 from aptune.shrink import load_pruned, save_pruned
 
 from .conftest import needs_minilm, needs_scattertext, tiny_batch, tiny_model
 
 
-def _observe(model, batches, labels=None):
+def _observe(model, pruner, batches):
+    """One training step's forward/backward per batch, each folded into the pruner's scores."""
     for batch in batches:
         model.zero_grad()
-        out = model(**batch, labels=labels) if labels is not None else model(**batch)
-        loss = out.loss if labels is not None else out.logits.pow(2).sum()
-        loss.backward()
+        model(**batch).logits.pow(2).sum().backward()
+        pruner.fold_batch()
 
 
 def test_replan_decay_shrink_cycle(kind):
@@ -22,7 +23,7 @@ def test_replan_decay_shrink_cycle(kind):
     assert adapters == {}
     pruner = Pruner(model, PruneOptions(mask_decay_rate=0.5, align=8))
     c0 = pruner.initial_params
-    _observe(model, [tiny_batch(0), tiny_batch(1)])
+    _observe(model, pruner, [tiny_batch(0), tiny_batch(1)])
     plan = pruner.replan(0.5)
     assert plan.params <= 0.5 * c0
     assert pruner.masked_params() == c0  # masks have not moved yet
@@ -40,7 +41,7 @@ def test_replan_decay_shrink_cycle(kind):
     assert pruner.prunable_params() == plan.params
     with torch.no_grad():
         torch.testing.assert_close(model(**tiny_batch(2)).logits, masked, rtol=1e-4, atol=1e-5)
-    _observe(model, [tiny_batch(3)])  # salience keeps working on the shrunk shapes
+    _observe(model, pruner, [tiny_batch(3)])  # salience keeps working on the shrunk shapes
     plan2 = pruner.replan(0.3)
     assert plan2.params <= 0.3 * c0
     pruner.finalize()
@@ -54,17 +55,48 @@ def test_plan_needs_salience(kind):
         pruner.plan(0.5)
 
 
-def test_kurtosis_changes_scores(kind):
+def test_kurtosis_reads_adapted_weights(kind):
+    """The outlier term sees W + s * B @ A: an adapter that plants an outlier in one neuron's
+    output column raises that neuron's score."""
     model = tiny_model(kind)
-    with_k = Pruner(model, PruneOptions(use_kurtosis=True, kurtosis_weight=1.0))
-    _observe(model, [tiny_batch()])
-    a = with_k.window_scores()
-    with_k.hooks.remove()
-    without = Pruner(model, PruneOptions(use_kurtosis=False))
-    _observe(model, [tiny_batch()])
-    b = without.window_scores()
-    assert torch.equal(a.hidden, b.hidden)
-    assert any(not torch.allclose(x, y) for x, y in zip(a.neurons, b.neurons, strict=True))
+    family = family_for(model)
+    attach_adapters(family.adapter_slots(model, [], ["output"]), 2, 4)
+    adapter = family.ffn_sites(model)[0].ffn_out
+    assert isinstance(adapter, AptLinear)
+    pruner = Pruner(model, PruneOptions(kurtosis_weight=1.0))
+    model.zero_grad()
+    model(**tiny_batch()).logits.pow(2).sum().backward()
+    before = pruner.batch_scores()
+    with torch.no_grad():
+        adapter.lora_A.zero_()
+        adapter.lora_A[0, 3] = 1.0
+        adapter.lora_B.zero_()
+        adapter.lora_B[0, 0] = 1e3  # a huge entry in column 3 only: B @ A = e_0 e_3^T
+    after = pruner.batch_scores()
+    assert after.neurons[0][3] > before.neurons[0][3] + 1.0
+    others = torch.arange(after.neurons[0].numel()) != 3
+    torch.testing.assert_close(after.neurons[0][others], before.neurons[0][others])
+
+
+def test_kurtosis_changes_the_plan_where_outliers_need_it(kind):
+    """Neurons with tiny activation-gradient salience but a heavy-tailed output column are pruned
+    without the kurtosis term and kept with it."""
+    model = tiny_model(kind, seed=3)
+    ffn_out = base_linear(family_for(model).ffn_sites(model)[0].ffn_out)
+    outliers = torch.arange(4)
+    with torch.no_grad():
+        ffn_out.weight[:, outliers] = 0.0
+        ffn_out.weight[0, outliers] = 1e-4  # one non-zero entry: maximal kurtosis, almost no salience
+    plans = {}
+    for use in (True, False):
+        pruner = Pruner(model, PruneOptions(use_kurtosis=use, kurtosis_weight=1.0, align=1))
+        model.zero_grad()
+        (1e-7 * model(**tiny_batch()).logits.pow(2).sum()).backward()  # S~ far below the outlier term
+        pruner.fold_batch()
+        plans[use] = pruner.plan(0.6)
+        pruner.hooks.remove()
+    assert bool(plans[True].neurons[0][outliers].all())
+    assert not bool(plans[False].neurons[0][outliers].any())
 
 
 @needs_minilm
@@ -77,6 +109,7 @@ def test_minilm_sixty_percent_plan_from_real_reviews(minilm, review_batch, tmp_p
     for batch in (half, rest):
         minilm.zero_grad()
         minilm(**batch).loss.backward()
+        pruner.fold_batch()
     plan = pruner.replan(0.4)
     pruner.decay()
     assert pruner.masks.is_hard()
@@ -98,7 +131,7 @@ def test_physical_widths_stay_aligned_when_plans_change(kind):
     pruner = Pruner(model, PruneOptions(mask_decay_rate=1.0, align=8))
     g = torch.Generator().manual_seed(0)
     for retain in (0.7, 0.5, 0.35):
-        _observe(model, [tiny_batch(int(torch.randint(100, (1,), generator=g)))])
+        _observe(model, pruner, [tiny_batch(int(torch.randint(100, (1,), generator=g)))])
         pruner.replan(retain)
         pruner.shrink()
         pruner.decay()  # masks reach the new targets; the next shrink removes old/new intersections

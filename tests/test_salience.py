@@ -5,11 +5,14 @@ import torch
 
 from aptune.families import family_for
 from aptune.masks import MaskState, install_masks
+from aptune.pruner import PruneOptions, Pruner
 from aptune.salience import (
+    OutlierWeights,
     SalienceCollector,
-    SalienceEMA,
+    ScoreAverage,
     add_outlier_terms,
     block_scores,
+    column_kurtosis_sqrt,
     excess_kurtosis_sqrt,
     outlier_term,
 )
@@ -38,7 +41,8 @@ def _collect(model, batches, allreduce=None):
 
 
 def _reference(model, batches):
-    """|H| and |dL/dH| summed over batch and sequence, from full retained tensors."""
+    """|H| and |dL/dH| summed over the batch and sequence of each batch, from full retained tensors;
+    one dict per batch."""
     family = family_for(model)
     captured = []
 
@@ -66,37 +70,78 @@ def _reference(model, batches):
     )
     for i, site in enumerate(hidden_sites):
         handles.append(site.register_forward_hook(keep_output(("hidden", i))))
-    sums = {}
+    per_batch = []
     for batch in batches:
         captured.clear()
         model.zero_grad()
         model(**batch).logits.pow(2).sum().backward()
+        sums = {}
         for key, t in captured:
             act, grad = sums.get(key, (0, 0))
             sums[key] = (act + t.abs().sum((0, 1)), grad + t.grad.abs().sum((0, 1)))
+        per_batch.append(sums)
     for h in handles:
         h.remove()
-    return sums
+    return per_batch
+
+
+def _formula(ref: dict, inv, d_h: int) -> BlockScores:
+    """S~ of every block from one batch's full-tensor sums."""
+    heads = [(ref[("head", i)][0] * ref[("head", i)][1]).view(n, d_h).sum(1) for i, n in enumerate(inv.heads)]
+    neurons = [ref[("neuron", i)][0] * ref[("neuron", i)][1] for i in range(len(inv.neurons))]
+    hidden = sum(a * g for key, (a, g) in ref.items() if key[0] == "hidden")
+    return BlockScores(heads, neurons, hidden)
+
+
+def _assert_scores_close(a: BlockScores, b: BlockScores, **tol) -> None:
+    for x, y in zip([*a.heads, *a.neurons, a.hidden], [*b.heads, *b.neurons, b.hidden], strict=True):
+        torch.testing.assert_close(x, y, **tol)
 
 
 def test_hook_salience_equals_formula_from_full_tensors(kind):
     model = tiny_model(kind)
     model.requires_grad_(True)  # so that every activation has a gradient in the reference
-    batches = [tiny_batch(0), tiny_batch(1, batch=2, length=9)]
-    collector, inv = _collect(model, batches)
+    batch = tiny_batch(1, batch=2, length=9)
+    collector, inv = _collect(model, [batch])
     d_h = family_for(model).head_unit(model).qo
     scores = block_scores(collector.totals(), inv.heads, inv.neurons, inv.hidden, d_h)
-    ref = _reference(model, batches)
-    for i, n in enumerate(inv.heads):
-        act, grad = ref[("head", i)]
-        expected = (act * grad).view(n, d_h).sum(1)
-        torch.testing.assert_close(scores.heads[i], expected, rtol=1e-5, atol=1e-8)
-    for i in range(len(inv.neurons)):
-        act, grad = ref[("neuron", i)]
-        torch.testing.assert_close(scores.neurons[i], act * grad, rtol=1e-5, atol=1e-8)
-    hidden = sum(a * g for key, (a, g) in ref.items() if key[0] == "hidden")
-    torch.testing.assert_close(scores.hidden, hidden, rtol=1e-5, atol=1e-8)
+    _assert_scores_close(scores, _formula(_reference(model, [batch])[0], inv, d_h), rtol=1e-5, atol=1e-8)
     assert all(s.abs().sum() > 0 for s in scores.heads)
+
+
+def test_per_step_salience_is_the_smoothed_product_of_each_batch(kind):
+    """Two steps: beta * S~(batch 1) + (1 - beta) * S~(batch 2), never a product of sums."""
+    model = tiny_model(kind)
+    model.requires_grad_(True)
+    batches = [tiny_batch(0), tiny_batch(1, batch=2, length=9)]
+    pruner = Pruner(model, PruneOptions(use_kurtosis=False, momentum_salience=0.75))
+    for batch in batches:
+        model.zero_grad()
+        model(**batch).logits.pow(2).sum().backward()
+        pruner.fold_batch()
+    pruner.hooks.remove()
+    inv, d_h = pruner.inventory(), pruner.family.head_unit(model).qo
+    first, second = (_formula(r, inv, d_h) for r in _reference(model, batches))
+    expected = ScoreAverage(beta=0.75)
+    expected.update(first)
+    _assert_scores_close(pruner.scores.value, expected.update(second), rtol=1e-5, atol=1e-8)
+
+
+def test_scores_do_not_depend_on_how_many_batches_lie_between_replans(kind):
+    """1, 4 or 16 identical batches give the same scores (kurtosis term included) and plans."""
+    results = []
+    for count in (1, 4, 16):
+        model = tiny_model(kind)
+        pruner = Pruner(model, PruneOptions(kurtosis_weight=1.0, mask_decay_rate=1.0))
+        for _ in range(count):
+            model.zero_grad()
+            model(**tiny_batch(0)).logits.pow(2).sum().backward()
+            pruner.fold_batch()
+        results.append((pruner.scores.value, pruner.plan(0.5)))
+    for scores, plan in results[1:]:
+        _assert_scores_close(scores, results[0][0], rtol=1e-5, atol=1e-7)
+        assert plan.kept_heads == results[0][1].kept_heads and plan.kept_neurons == results[0][1].kept_neurons
+        assert torch.equal(plan.hidden, results[0][1].hidden)
 
 
 def test_frozen_model_still_gets_embedding_site_gradient(kind):
@@ -159,29 +204,42 @@ def test_outlier_term_groups_columns_by_block():
     assert outlier_term(w, mean_abs, 4)[0] > out[0]
 
 
-def test_outlier_terms_add_to_heads_and_neurons_only(kind):
+def test_column_kurtosis_equals_kurtosis_of_stacked_columns():
+    g = torch.Generator().manual_seed(2)
+    weights = [torch.randn(5, 6, generator=g) ** 3, torch.randn(9, 6, generator=g)]
+    weights[1][3, 2] = 40.0  # an outlier in column 2
+    stacked = torch.cat(weights).t().double()  # (6, 14)
+    torch.testing.assert_close(column_kurtosis_sqrt(weights), excess_kurtosis_sqrt(stacked).float())
+    assert int(column_kurtosis_sqrt(weights).argmax()) == 2
+
+
+def test_outlier_terms_add_to_heads_neurons_and_hidden_dims(kind):
     model = tiny_model(kind)
     collector, inv = _collect(model, [tiny_batch()])
     family = family_for(model)
     totals = collector.totals()
-    base = block_scores(totals, inv.heads, inv.neurons, inv.hidden, family.head_unit(model).qo)
-    full = add_outlier_terms(
-        base,
-        totals,
-        [s.o.weight for s in family.attention_sites(model)],
-        [f.ffn_out.weight for f in family.ffn_sites(model)],
-        family.head_unit(model).qo,
-        1.0,
+    width = family.head_unit(model).qo
+    base = block_scores(totals, inv.heads, inv.neurons, inv.hidden, width)
+    weights = OutlierWeights(
+        heads=[s.o.weight for s in family.attention_sites(model)],
+        neurons=[f.ffn_out.weight for f in family.ffn_sites(model)],
+        hidden=[r.weight for r in family.block_readers(model)],
     )
+    full = add_outlier_terms(base, totals, weights, width, 1.0)
     assert all((f >= b).all() for f, b in zip(full.heads, base.heads, strict=True))
     assert any((f > b).any() for f, b in zip(full.neurons, base.neurons, strict=True))
-    assert torch.equal(full.hidden, base.hidden)
+    torch.testing.assert_close(full.hidden, base.hidden + column_kurtosis_sqrt(weights.hidden))
+    no_hidden = add_outlier_terms(
+        base, totals, OutlierWeights(weights.heads, weights.neurons, []), width, 1.0
+    )
+    assert torch.equal(no_hidden.hidden, base.hidden)
 
 
-def test_ema_and_keep():
+def test_score_average_smooths_means_and_keeps():
     s1 = BlockScores([torch.tensor([1.0, 0.0])], [torch.tensor([2.0, 4.0, 6.0])], torch.tensor([1.0, 1.0]))
     s2 = BlockScores([torch.tensor([0.0, 1.0])], [torch.tensor([0.0, 0.0, 0.0])], torch.tensor([3.0, 1.0]))
-    ema = SalienceEMA(beta=0.75)
+    s3 = BlockScores([torch.tensor([2.0, 2.0])], [torch.tensor([1.0, 1.0, 0.0])], torch.tensor([2.0, 4.0]))
+    ema = ScoreAverage(beta=0.75)
     assert ema.update(s1) is s1
     out = ema.update(s2)
     torch.testing.assert_close(out.heads[0], torch.tensor([0.75, 0.25]))
@@ -192,6 +250,12 @@ def test_ema_and_keep():
         )
     )
     torch.testing.assert_close(ema.value.neurons[0], torch.tensor([3.0, 4.5]))
+    mean = ScoreAverage(beta=0.75)
+    for s in (s1, s2, s3):
+        mean.update(s, mean=True)
+    torch.testing.assert_close(mean.value.hidden, torch.tensor([2.0, 2.0]))
+    torch.testing.assert_close(mean.value.neurons[0], torch.tensor([1.0, 5 / 3, 2.0]))
+    assert mean.steps == 3
 
 
 def test_forward_without_backward_is_not_counted(kind):

@@ -379,8 +379,12 @@ class PruningConfig(_Section):
         metadata=_meta("Per-step decrease of a pruned structure's mask towards zero.", _UNIT_OPEN_CLOSED),
     )
     momentum_salience: float = field(
-        default=0.9,
-        metadata=_meta("Moving-average coefficient for salience scores.", _UNIT_CLOSED_OPEN),
+        default=0.85,
+        metadata=_meta(
+            "Per-step moving-average coefficient of the per-batch salience scores (reference 0.85). "
+            "Salience is collected from update_frequency steps before start_step to end_step.",
+            _UNIT_CLOSED_OPEN,
+        ),
     )
     start_step: int | float = field(
         default=0.1,
@@ -446,8 +450,8 @@ class TuningConfig(_Section):
         metadata=_meta("Largest allowed growth of the tuned-parameter count over its initial value.", _ge(1)),
     )
     momentum_importance: float = field(
-        default=0.9,
-        metadata=_meta("Moving-average coefficient for adapter importance scores.", _UNIT_CLOSED_OPEN),
+        default=0.85,
+        metadata=_meta("Per-step moving-average coefficient of adapter importance.", _UNIT_CLOSED_OPEN),
     )
 
 
@@ -458,6 +462,18 @@ class DistillConfig(_Section):
     _path: ClassVar[str] = "distill"
 
     enabled: bool = field(default=True, metadata=_meta("Use self-distillation while pruning."))
+    teacher: Literal["best", "latest"] = field(
+        default="best",
+        metadata=_meta(
+            "Which snapshot teaches. 'best' (the reference's): the adapters of the best validation score, "
+            "checked at every re-plan of the pruning window (one evaluation each), frozen after it, and "
+            "sliced when the model shrinks. 'latest': a new snapshot at every re-plan and shrink."
+        ),
+    )
+    teacher_masks: bool = field(
+        default=True,
+        metadata=_meta("Run the teacher with the current pruning masks (reference) instead of without any."),
+    )
     pred_weight: float = field(
         default=0.1, metadata=_meta("Weight of the prediction (logit) distillation loss.", _ge(0))
     )
@@ -465,15 +481,38 @@ class DistillConfig(_Section):
         default=0.9, metadata=_meta("Weight of the intermediate-layer distillation loss.", _ge(0))
     )
     temperature: float = field(
-        default=2.0, metadata=_meta("Softmax temperature of the prediction distillation loss.", _gt(0))
+        default=2 / 3,
+        metadata=_meta("Softmax temperature of the prediction distillation loss (reference 2/3).", _gt(0)),
+    )
+    pred_scale: float = field(
+        default=10.0,
+        metadata=_meta("Factor on the prediction loss (KL x T^2) before pred_weight (reference 10).", _ge(0)),
+    )
+    resample_layers: bool = field(
+        default=False,
+        metadata=_meta(
+            "Draw the distilled layer of each quarter of the layers anew every step instead of always "
+            "taking the quarter's last layer."
+        ),
     )
     after_pruning: float = field(
-        default=0.0,
+        default=0.5,
         metadata=_meta(
-            "Fraction of the steps after pruning ends that keep distilling (mu = 1); the rest trains on "
-            "the task loss only.",
+            "Fraction of the steps after pruning ends that keep distilling (mu = 1); the rest is the "
+            "recovery phase (or plain task-loss training when recovery is off).",
             _UNIT_CLOSED,
         ),
+    )
+    recovery: bool = field(
+        default=True,
+        metadata=_meta(
+            "When distillation ends, restore the best validation state seen after pruning, reset AdamW "
+            "and train on the task loss with a fresh warm-up/decay at recovery_lr_scale x the peak rate."
+        ),
+    )
+    recovery_lr_scale: float = field(
+        default=0.1,
+        metadata=_meta("Peak learning rate of the recovery phase, as a fraction of train's.", _gt(0)),
     )
 
 

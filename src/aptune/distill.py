@@ -1,21 +1,22 @@
 """Efficient self-distillation (apt-method.md section 7).
 
-The teacher is the student itself: the frozen weights are shared, the teacher uses a snapshot of the
-trainable weights (adapters, task head) taken at the last refresh, and it runs without the
-in-progress masks under `no_grad`. Structured pruning never removes a whole layer (every layer keeps
-at least one head and one neuron), so the closest non-pruned student layer of teacher layer i is
-layer i itself.
+The teacher is the student itself: the frozen weights are shared and the teacher uses a snapshot of
+the trainable weights (adapters, task head; see `snapshot.py`), run under `no_grad`. Which snapshot,
+and whether the teacher pass uses the current masks, is the training loop's protocol (config
+`distill.teacher`, `distill.teacher_masks`). Structured pruning never removes a whole layer (every
+layer keeps at least one head and one neuron), so the closest non-pruned student layer of teacher
+layer i is layer i itself.
 
     L = mu * (a_pred * L_pred + a_layer * L_layer) + (1 - mu) * L_task
 
-L_pred is the temperature-softened KL divergence (times T^2); L_layer is the MSE between the
-teacher's hidden states and a learnable map Tr of the student's (identity plus a low-rank update),
-over the retained hidden dimensions.
+L_pred is the temperature-softened KL divergence times T^2 and a scale (the reference: T = 2/3,
+scale 10); L_layer is the MSE between the teacher's hidden states and a learnable map Tr of the
+student's (identity plus a low-rank update), over the retained hidden dimensions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -24,18 +25,35 @@ from torch import nn
 from .adapter import AptLinear
 
 
+def _blocks(num_layers: int, samples: int) -> list[range]:
+    """`min(samples, num_layers)` consecutive, near-equal blocks of layers covering all of them."""
+    count = min(samples, num_layers)
+    bounds = [round(k * num_layers / count) for k in range(count + 1)]
+    return [range(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
 def teacher_layers(num_layers: int, samples: int = 4) -> list[int]:
     """One layer per block of `num_layers / samples` layers: the last layer of each block."""
-    count = min(samples, num_layers)
-    return sorted({round((k + 1) * num_layers / count) - 1 for k in range(count)})
+    return [block[-1] for block in _blocks(num_layers, samples)]
 
 
-def prediction_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) of temperature-softened logits, times T^2 (batch mean)."""
+def sample_teacher_layers(num_layers: int, generator: torch.Generator, samples: int = 4) -> list[int]:
+    """One layer drawn uniformly from each block of `num_layers / samples` layers (the reference's
+    per-step resampling); the blocks are those of `teacher_layers`."""
+    return [
+        block[int(torch.randint(len(block), (1,), generator=generator))]
+        for block in _blocks(num_layers, samples)
+    ]
+
+
+def prediction_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, scale: float = 1.0
+) -> torch.Tensor:
+    """scale * T^2 * KL(teacher || student) of temperature-softened logits (batch mean)."""
     t = temperature
     log_p = F.log_softmax(student.float() / t, dim=-1)  # (B, K)
     q = F.softmax(teacher.float() / t, dim=-1)  # (B, K)
-    return F.kl_div(log_p, q, reduction="batchmean") * t * t
+    return F.kl_div(log_p, q, reduction="batchmean") * (t * t * scale)
 
 
 class LayerTransform(nn.Module):
@@ -70,23 +88,3 @@ def layer_loss(
         diff = (tr(s.float()) - t.float()) * weights  # (B, T, d)
         total = total + diff.pow(2).sum() / denom
     return total
-
-
-@dataclass
-class TeacherSnapshot:
-    """Copies of the trainable tensors that define the teacher; swapped in for teacher passes."""
-
-    params: list[nn.Parameter]
-    values: list[torch.Tensor]
-
-    @classmethod
-    def take(cls, params: list[nn.Parameter]) -> TeacherSnapshot:
-        """Snapshot the current values of `params`."""
-        return cls(params=list(params), values=[p.detach().clone() for p in params])
-
-    def swap(self) -> None:
-        """Exchange the live values and the snapshot (call twice to restore)."""
-        for i, p in enumerate(self.params):
-            live = p.data
-            p.data = self.values[i]
-            self.values[i] = live

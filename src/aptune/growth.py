@@ -1,15 +1,16 @@
 """Adaptive tuning: adapter importance and rank growth (apt-method.md section 6).
 
-Importance of an adapter is the salience of its `B` entries, `sum |B * dL/dB|`, summed over a
-window of steps and smoothed like block salience. At a re-plan the most important half of the
-adapters grow from rank r to `floor(r * budget_new / budget_old)` (capped); growth keeps the model
-output unchanged and new optimizer state starts at zero.
+Importance of an adapter is the salience of its `B` entries, `sum |B * dL/dB|`, taken every step
+and smoothed by an exponential moving average like block salience. At a re-plan the tuning budget
+grows; the most important half of the adapters below `max_rank` absorb the whole difference between
+the budget and the adapter parameters the (pruned) model holds now, as the reference's
+`tophalf_limited` rule does: each grows from rank r to `floor(r * (1 + gap / top_params))`, capped.
+Growth keeps the model output unchanged and new optimizer state starts at zero.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -19,50 +20,51 @@ from .adapter import AptLinear
 
 @dataclass
 class AdapterImportance:
-    """Windowed and smoothed importance of every adapter, by name."""
+    """Smoothed importance of every adapter, by name: I_t = beta * I_{t-1} + (1 - beta) * I^_t."""
 
     beta: float
-    allreduce: Callable[[torch.Tensor], torch.Tensor] | None = None
-    window: dict[str, float] = field(default_factory=dict)
     value: dict[str, float] = field(default_factory=dict)
 
     @torch.no_grad()
     def accumulate(self, adapters: dict[str, AptLinear]) -> None:
-        """Add `sum |B * dL/dB|` of each adapter; call after backward, before the optimizer step."""
+        """Fold this step's `sum |B * dL/dB|` of each adapter in; call after backward (and after the
+        gradients were averaged across processes), before the optimizer step."""
         for name, adapter in adapters.items():
             grad = adapter.lora_B.grad
             if grad is not None:
                 score = float((adapter.lora_B * grad).abs().sum())
-                self.window[name] = self.window.get(name, 0.0) + score
-
-    def update(self) -> dict[str, float]:
-        """Fold the window into the moving average (all-reduced when configured) and start a new one."""
-        names = sorted(self.window)
-        if names:
-            window = torch.tensor([self.window[n] for n in names], dtype=torch.float64)
-            if self.allreduce is not None:
-                window = self.allreduce(window)
-            for name, score in zip(names, window.tolist(), strict=True):
                 old = self.value.get(name)
                 self.value[name] = score if old is None else self.beta * old + (1 - self.beta) * score
-        self.window.clear()
-        return dict(self.value)
 
 
 def plan_growth(
-    ranks: dict[str, int], importance: dict[str, float], budget_old: float, budget_new: float, max_rank: int
+    ranks: dict[str, int],
+    importance: dict[str, float],
+    per_rank: dict[str, int],
+    budget: float,
+    max_rank: int,
 ) -> dict[str, int]:
-    """New ranks: the top half of adapters by importance grow by `budget_new / budget_old`.
+    """New ranks that bring the adapter parameters up to `budget` (never beyond it).
 
-    Ties are broken by name so every process makes the same choice. Adapters outside the top
-    half, or already at `max_rank`, keep their rank.
+    per_rank[name]: parameters one rank of that adapter costs (d_in + d_out). The top half of all
+    adapters by importance, among those below `max_rank`, share the whole gap between `budget` and
+    the current count: each grows by the same factor `1 + gap / (their parameters)`, rounded down and
+    capped at `max_rank`. Ties are broken by name so every process makes the same choice.
     """
-    if budget_old <= 0 or budget_new <= budget_old:
+    current = sum(r * per_rank[n] for n, r in ranks.items())
+    if budget <= current:
         return dict(ranks)
-    order = sorted(ranks, key=lambda n: (-importance.get(n, 0.0), n))
-    top = set(order[: math.ceil(len(order) / 2)])
-    factor = budget_new / budget_old
-    return {n: min(max_rank, max(r, math.floor(r * factor))) if n in top else r for n, r in ranks.items()}
+    below_cap = [n for n in ranks if ranks[n] < max_rank]
+    order = sorted(below_cap, key=lambda n: (-importance.get(n, 0.0), n))
+    top = order[: len(ranks) // 2] or order[:1]
+    top_params = sum(ranks[n] * per_rank[n] for n in top)
+    if top_params == 0:
+        return dict(ranks)
+    factor = 1 + (budget - current) / top_params
+    new = dict(ranks)
+    for n in top:
+        new[n] = min(max_rank, max(ranks[n], math.floor(ranks[n] * factor)))
+    return new
 
 
 def pad_optimizer_state(
@@ -93,6 +95,11 @@ def apply_growth(
                 pad_optimizer_state(optimizer, adapter.lora_B, 1, old)
             grown += 1
     return grown
+
+
+def rank_costs(adapters: dict[str, AptLinear]) -> dict[str, int]:
+    """Parameters one rank of each adapter costs now: d_in + d_out (these shrink with the model)."""
+    return {name: a.in_features + a.out_features for name, a in adapters.items()}
 
 
 def adapter_params(adapters: dict[str, AptLinear]) -> int:

@@ -1,9 +1,10 @@
 """The pruning controller: masks + salience + search + physical shrinking for one model.
 
-`Pruner` installs the mask hooks with a salience collector as their observer and turns a window of
-observed activations and gradients into target masks for a retain ratio (`replan`), decays the masks
-(`decay`), and physically removes blocks whose masks reached hard 0 (`shrink`). The training loop
-drives it; it can also be used for one-shot pruning from calibration batches.
+`Pruner` installs the mask hooks with a salience collector as their observer, folds each batch's
+observed activations and gradients into smoothed block scores (`fold_batch`, once per step), turns
+those into target masks for a retain ratio (`replan`), decays the masks (`decay`), and physically
+removes blocks whose masks reached hard 0 (`shrink`). The training loop drives it; it can also be
+used for one-shot pruning from calibration batches (`fold_batch(mean=True)` after each).
 """
 
 from __future__ import annotations
@@ -17,9 +18,24 @@ from torch import nn
 from .adapter import effective_weight
 from .families import ModelFamily, family_for
 from .masks import MaskState, install_masks
-from .salience import AllReduce, SalienceCollector, SalienceEMA, add_outlier_terms, block_scores
+from .salience import (
+    AllReduce,
+    OutlierWeights,
+    SalienceCollector,
+    ScoreAverage,
+    add_outlier_terms,
+    block_scores,
+)
 from .search import BlockScores, MaskPlan, plan_masks
-from .shrink import shrink_model, slice_optimizer_state
+from .shrink import SliceRecord, shrink_model, slice_optimizer_state
+
+
+@dataclass(frozen=True)
+class Cut:
+    """One physical removal: the keep-plan applied and the in-place cuts it made (in order)."""
+
+    plan: MaskPlan
+    records: list[SliceRecord]
 
 
 @dataclass(frozen=True)
@@ -28,7 +44,7 @@ class PruneOptions:
 
     use_kurtosis: bool = True
     kurtosis_weight: float = 1.0
-    momentum_salience: float = 0.9
+    momentum_salience: float = 0.85
     mask_decay_rate: float = 0.01
     align: int = 8
     min_heads_per_layer: int = 1
@@ -79,7 +95,7 @@ class Pruner:
         self.hooks = install_masks(model, self.family, self.masks)
         self.collector = SalienceCollector(allreduce=allreduce, grad_scale=grad_scale)
         self.hooks.observer = self.collector
-        self.ema = SalienceEMA(beta=options.momentum_salience)
+        self.scores = ScoreAverage(beta=options.momentum_salience)
 
     def inventory(self):
         """The model's current block inventory."""
@@ -95,32 +111,46 @@ class Pruner:
         neurons = [int((m > 0).sum()) for m in self.masks.neurons]
         return self.inventory().prunable_params(heads, neurons, int((self.masks.hidden > 0).sum()))
 
-    def window_scores(self) -> BlockScores:
-        """Fold the salience window into the moving average, start a new window, return the average."""
+    def batch_scores(self) -> BlockScores | None:
+        """Salience of every block from the batch the collector holds (None when it saw none)."""
         totals = self.collector.totals()
+        if not totals:
+            return None
         inv = self.inventory()
         width = self.family.head_unit(self.model).qo
         scores = block_scores(totals, inv.heads, inv.neurons, inv.hidden, width)
         if self.options.use_kurtosis and self.options.kurtosis_weight > 0:
             scores = add_outlier_terms(
-                scores,
-                totals,
-                [effective_weight(s.o) for s in self.family.attention_sites(self.model)],
-                [effective_weight(f.ffn_out) for f in self.family.ffn_sites(self.model)],
-                width,
-                self.options.kurtosis_weight,
+                scores, totals, self._outlier_weights(), width, self.options.kurtosis_weight
             )
+        return scores
+
+    @torch.no_grad()
+    def _outlier_weights(self) -> OutlierWeights:
+        m, family = self.model, self.family
+        return OutlierWeights(
+            heads=[effective_weight(s.o) for s in family.attention_sites(m)],
+            neurons=[effective_weight(f.ffn_out) for f in family.ffn_sites(m)],
+            hidden=[effective_weight(r) for r in family.block_readers(m)]
+            if self.options.prune_hidden
+            else [],
+        )
+
+    def fold_batch(self, mean: bool = False) -> BlockScores | None:
+        """Fold the batch just observed into the smoothed scores and empty the collector; call once
+        per step after backward. `mean` averages instead of smoothing (calibration batches)."""
+        scores = self.batch_scores()
         self.collector.reset()
-        return self.ema.update(scores)
+        return None if scores is None else self.scores.update(scores, mean)
 
     def plan(self, retain_ratio: float) -> MaskPlan:
         """Best plan under `retain_ratio * initial prunable params`, from the current average scores."""
-        if self.ema.value is None:
-            raise RuntimeError("no salience yet: run forward/backward passes, then window_scores()")
+        if self.scores.value is None:
+            raise RuntimeError("no salience yet: run forward/backward passes, then fold_batch()")
         o = self.options
         plan = plan_masks(
             self.inventory(),
-            self.ema.value,
+            self.scores.value,
             int(retain_ratio * self.initial_params),
             align=o.align,
             min_heads=o.min_heads_per_layer,
@@ -138,15 +168,14 @@ class Pruner:
         target = max(step, plan.kept_hidden // step * step)
         if target >= kept.numel():
             return plan
-        order = self.ema.value.hidden[kept.cpu()].argsort(descending=True)  # (d',)
+        order = self.scores.value.hidden[kept.cpu()].argsort(descending=True)  # (d',)
         hidden = torch.zeros_like(plan.hidden)
         hidden[kept[order[:target]]] = True
         params = self.inventory().prunable_params(plan.kept_heads, plan.kept_neurons, target)
         return MaskPlan(heads=plan.heads, neurons=plan.neurons, hidden=hidden, params=params)
 
     def replan(self, retain_ratio: float) -> MaskPlan:
-        """Score the window, plan for `retain_ratio`, and make the plan the masks' new targets."""
-        self.window_scores()
+        """Plan for `retain_ratio` from the smoothed scores and make it the masks' new targets."""
         plan = self.plan(retain_ratio)
         self.masks.set_targets(plan)
         return plan
@@ -155,12 +184,13 @@ class Pruner:
         """Move every mask one step toward its target."""
         self.masks.step(self.options.mask_decay_rate)
 
-    def shrink(self, optimizer: torch.optim.Optimizer | None = None, align: bool = True) -> MaskPlan | None:
+    def shrink(self, optimizer: torch.optim.Optimizer | None = None, align: bool = True) -> Cut | None:
         """Physically remove blocks whose mask and target are both 0.
 
         With `align`, a few of them may stay so that the physical widths remain multiples of
-        `options.align`. Call it right after `replan` (the salience window is per-shape: an unread
-        window is dropped). Returns the keep-plan that was applied, or None when nothing was cut.
+        `options.align`. Call it between steps (the collector's sums are per-shape and dropped).
+        Returns the cut (plan and slice records, for other copies of the weights to follow), or
+        None when nothing was cut.
         """
         plan = self.masks.hard_zero_plan()
         if align:
@@ -171,9 +201,9 @@ class Pruner:
         if optimizer is not None:
             slice_optimizer_state(optimizer, records)
         self.masks.keep(plan)
-        self.ema.keep(plan)
+        self.scores.keep(plan)
         self.collector.reset()
-        return plan
+        return Cut(plan, records)
 
     def _aligned(self, plan: MaskPlan) -> MaskPlan:
         """Keep a few extra hard-zero blocks so every physical FFN width and the hidden size stay
@@ -189,12 +219,12 @@ class Pruner:
             params=plan.params,
         )
 
-    def finalize(self, optimizer: torch.optim.Optimizer | None = None) -> MaskPlan | None:
+    def finalize(self, optimizer: torch.optim.Optimizer | None = None) -> Cut | None:
         """Make the targets hard, remove their blocks, and take the hooks off the model."""
         self.masks.set_hard(self._target_plan())
-        plan = self.shrink(optimizer, align=False)  # exactly the (aligned) targets: no zero block may stay
+        cut = self.shrink(optimizer, align=False)  # exactly the (aligned) targets: no zero block may stay
         self.hooks.remove()
-        return plan
+        return cut
 
     def _target_plan(self) -> MaskPlan:
         return MaskPlan(

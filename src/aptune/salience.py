@@ -1,13 +1,17 @@
 """Outlier-aware salience of heads, FFN neurons and hidden dimensions (apt-method.md section 2).
 
-For one channel j of an activation H over the batches of a window:
+For one channel j of an activation H, per training step (one batch):
 
-    S~_j = (sum_batches sum_i |dL/dH_{j,i}|) * (sum_batches sum_i |H_{j,i}|)
+    S~_j = (sum_i |dL/dH_{j,i}|) * (sum_i |H_{j,i}|)        (i over the batch's tokens)
 
-Both sums are accumulated per channel at the mask sites (O(channels) memory); a block's salience is
-the sum over its channels. The outlier term adds `kurtosis_weight * sqrt(max(Kurt(O), 0))` with
-`O = W[:, J] * mean|X_J|` for the columns J of the block's output projection. Scores are smoothed
-by an exponential moving average across re-plans.
+Both sums are accumulated per channel at the mask sites during the step (O(channels) memory) and
+multiplied once per batch, never across batches, so a score does not depend on how many batches
+lie between two re-plans. A block's salience is the sum over its channels. The outlier term adds
+`kurtosis_weight * sqrt(max(Kurt(O), 0))` on the same per-batch scale, with `O = W[:, J] * mean|X_J|`
+for the columns J of a head's or neuron's output projection, and for a hidden dimension j the
+column j of every linear that reads the residual stream inside the layers (a per-dimension scale
+does not change a kurtosis). The per-batch scores are smoothed every step by an exponential moving
+average (`ScoreAverage`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ def _channel_sum(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class SiteTotals:
-    """Accumulated sums of one site: |activation| and |gradient| per channel, and the token count."""
+    """One batch's sums at one site: |activation| and |gradient| per channel, and the token count."""
 
     act: torch.Tensor
     grad: torch.Tensor
@@ -39,9 +43,10 @@ class SiteTotals:
 
 @dataclass
 class SalienceCollector:
-    """Mask-site observer accumulating batch-compressed |H| and |dL/dH| sums.
+    """Mask-site observer accumulating one batch's |H| and |dL/dH| sums per channel.
 
-    Install it as `MaskHooks.observer`. A forward pass with gradients enabled counts once its
+    Install it as `MaskHooks.observer`; read `totals()` after the step's backward pass, then
+    `reset()` before the next batch. A forward pass with gradients enabled counts once its
     backward pass reaches the site (so passes recomputed by gradient checkpointing count once).
     `allreduce` (e.g. a torch.distributed SUM) is applied to all sums at once in `totals()`.
     `grad_scale` multiplies the gradient sums: `1 / N` in an N-process run, where each process's
@@ -73,13 +78,13 @@ class SalienceCollector:
         store[key] = store[key] + value if key in store else value
 
     def reset(self) -> None:
-        """Start a new window."""
+        """Forget the sums (before the next batch)."""
         self.act.clear()
         self.grad.clear()
         self.tokens.clear()
 
     def totals(self) -> dict[SiteKey, SiteTotals]:
-        """Sums of the current window per site (all-reduced across processes when configured)."""
+        """Sums of the current batch per site (all-reduced across processes when configured)."""
         keys = sorted(self.act)
         if not keys:
             return {}
@@ -96,13 +101,38 @@ class SalienceCollector:
         return out
 
 
-def excess_kurtosis_sqrt(blocks: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+def _kurtosis_sqrt(m2: torch.Tensor, m4: torch.Tensor, power: torch.Tensor, eps: float) -> torch.Tensor:
+    """sqrt(max(m4 / m2^2 - 3, 0)) from central moments; 0 where the variance is ~0 relative to
+    the mean square `power` (a flat row: kurtosis does not depend on the values' scale)."""
+    flat = m2 <= eps * power
+    kurt = m4 / torch.where(flat, torch.ones_like(m2), m2).pow(2) - 3.0
+    return torch.where(flat, torch.zeros_like(kurt), kurt).clamp_min(0).sqrt()
+
+
+def excess_kurtosis_sqrt(blocks: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """sqrt(max(excess kurtosis, 0)) of each row of `blocks` (n_blocks, n_values); 0 for flat rows."""
     centred = blocks - blocks.mean(1, keepdim=True)  # (n, v)
-    m2 = centred.pow(2).mean(1)  # (n,)
-    m4 = centred.pow(4).mean(1)  # (n,)
-    kurt = torch.where(m2 > eps, m4 / m2.clamp_min(eps).pow(2) - 3.0, torch.zeros_like(m2))
-    return kurt.clamp_min(0).sqrt()
+    return _kurtosis_sqrt(centred.pow(2).mean(1), centred.pow(4).mean(1), blocks.pow(2).mean(1), eps)
+
+
+def column_kurtosis_sqrt(weights: list[torch.Tensor], eps: float = 1e-10) -> torch.Tensor:
+    """sqrt(max(excess kurtosis, 0)) of each column j over the rows of all `weights` stacked.
+
+    weights: matrices (d_out_k, C) sharing their column count. Equals `excess_kurtosis_sqrt` of the
+    transposed concatenation, from per-column power sums, so no stacked copy is ever built.
+    Returns (C,).
+    """
+    sums = torch.zeros(4, weights[0].shape[1], dtype=torch.float64)  # sum of x, x^2, x^3, x^4
+    rows = 0
+    for w in weights:
+        x = w.detach().double()  # (d_out_k, C)
+        powers = torch.stack([x.sum(0), x.pow(2).sum(0), x.pow(3).sum(0), x.pow(4).sum(0)])  # (4, C)
+        sums += powers.cpu()
+        rows += x.shape[0]
+    e1, e2, e3, e4 = sums / rows  # raw moments, each (C,)
+    m2 = e2 - e1 * e1
+    m4 = e4 - 4 * e1 * e3 + 6 * e1 * e1 * e2 - 3 * e1.pow(4)
+    return _kurtosis_sqrt(m2, m4, e2, eps).float()
 
 
 def outlier_term(weight: torch.Tensor, mean_abs_in: torch.Tensor, block: int) -> torch.Tensor:
@@ -128,7 +158,7 @@ def block_scores(
     hidden: int,
     head_width: int,
 ) -> BlockScores:
-    """Activation-gradient salience S~ of every block from one window's site totals.
+    """Activation-gradient salience S~ of every block from one batch's site totals.
 
     Heads sum their `head_width` channels; hidden dims sum over every hidden site. Sites that saw no
     data score 0.
@@ -145,25 +175,40 @@ def block_scores(
     return BlockScores(heads=head_scores, neurons=neuron_scores, hidden=hidden_score)
 
 
+@dataclass
+class OutlierWeights:
+    """The weights the outlier term reads (adapters included), for the current shapes.
+
+    heads[a]: (d, n_h^a * head_width) output projection of attention module a;
+    neurons[f]: (d, n_f^f) output projection of FFN f;
+    hidden: the (d_out_k, d) linears that read the residual stream inside the layers.
+    """
+
+    heads: list[torch.Tensor]
+    neurons: list[torch.Tensor]
+    hidden: list[torch.Tensor]
+
+
 def add_outlier_terms(
     scores: BlockScores,
     totals: dict[SiteKey, SiteTotals],
-    head_out_weights: list[torch.Tensor],
-    neuron_out_weights: list[torch.Tensor],
+    weights: OutlierWeights,
     head_width: int,
     weight: float,
 ) -> BlockScores:
-    """Add `weight * sqrt(Kurt(O))` to head and neuron scores (hidden dims have no output projection).
-
-    head_out_weights[l]: (d, n_h^l * head_width) attention output projection of layer l;
-    neuron_out_weights[l]: (d, n_f^l) FFN output projection.
-    """
-    heads, neurons = [], []
-    for layer, (s, w) in enumerate(zip(scores.heads, head_out_weights, strict=True)):
-        heads.append(s + weight * _outlier(totals.get(("head", layer)), w, head_width))
-    for layer, (s, w) in enumerate(zip(scores.neurons, neuron_out_weights, strict=True)):
-        neurons.append(s + weight * _outlier(totals.get(("neuron", layer)), w, 1))
-    return BlockScores(heads=heads, neurons=neurons, hidden=scores.hidden)
+    """Add `weight * sqrt(Kurt(O))` to every head, neuron and hidden-dimension score of one batch."""
+    heads = [
+        s + weight * _outlier(totals.get(("head", a)), w, head_width)
+        for a, (s, w) in enumerate(zip(scores.heads, weights.heads, strict=True))
+    ]
+    neurons = [
+        s + weight * _outlier(totals.get(("neuron", f)), w, 1)
+        for f, (s, w) in enumerate(zip(scores.neurons, weights.neurons, strict=True))
+    ]
+    hidden = (
+        scores.hidden + weight * column_kurtosis_sqrt(weights.hidden) if weights.hidden else scores.hidden
+    )
+    return BlockScores(heads=heads, neurons=neurons, hidden=hidden)
 
 
 def _outlier(t: SiteTotals | None, w: torch.Tensor, block: int) -> torch.Tensor:
@@ -173,26 +218,39 @@ def _outlier(t: SiteTotals | None, w: torch.Tensor, block: int) -> torch.Tensor:
     return outlier_term(w, mean_abs, block).cpu()
 
 
+def _blend(old: BlockScores, new: BlockScores, keep: float) -> BlockScores:
+    """keep * old + (1 - keep) * new, block set by block."""
+
+    def mix(o: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        return keep * o + (1 - keep) * n
+
+    return BlockScores(
+        heads=[mix(o, n) for o, n in zip(old.heads, new.heads, strict=True)],
+        neurons=[mix(o, n) for o, n in zip(old.neurons, new.neurons, strict=True)],
+        hidden=mix(old.hidden, new.hidden),
+    )
+
+
 @dataclass
-class SalienceEMA:
-    """Exponential moving average of block scores: S_t = beta * S_{t-1} + (1 - beta) * S^_t."""
+class ScoreAverage:
+    """Smoothed block scores over steps: S_t = beta * S_{t-1} + (1 - beta) * S^_t.
+
+    The first batch initialises the average. `update(..., mean=True)` folds a batch into a plain
+    running mean instead (one-shot pruning from calibration batches, where no batch is older).
+    `steps` counts the batches folded in.
+    """
 
     beta: float
     value: BlockScores | None = None
+    steps: int = 0
 
-    def update(self, scores: BlockScores) -> BlockScores:
-        """Fold one window's scores in; the first window initialises the average."""
+    def update(self, scores: BlockScores, mean: bool = False) -> BlockScores:
+        """Fold one batch's scores in; returns the new average."""
+        self.steps += 1
         if self.value is None:
             self.value = scores
         else:
-            b = self.beta
-            self.value = BlockScores(
-                heads=[b * o + (1 - b) * n for o, n in zip(self.value.heads, scores.heads, strict=True)],
-                neurons=[
-                    b * o + (1 - b) * n for o, n in zip(self.value.neurons, scores.neurons, strict=True)
-                ],
-                hidden=b * self.value.hidden + (1 - b) * scores.hidden,
-            )
+            self.value = _blend(self.value, scores, 1 - 1 / self.steps if mean else self.beta)
         return self.value
 
     def keep(self, plan: MaskPlan) -> None:

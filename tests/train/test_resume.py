@@ -89,10 +89,13 @@ def _shrunk(state: dict) -> bool:
 # With this schedule the re-plan at step 6 keeps everything (retain ratio 1 at the window's start),
 # the re-plan at step 10 sets the first zero targets, those masks decay over steps 11-14, and the
 # re-plan at step 14 removes the blocks that reached 0: checkpoint 15 is the first after that cut.
+# Distillation runs to step 20 (after_pruning 0.5 of the 8 steps after 16); the recovery phase
+# begins after step 20's update, so checkpoint 22 is inside it.
 MOMENTS = {
     "warm-up": (2, lambda step, state: step < START and not _decaying(state) and not _shrunk(state)),
     "masks-decaying": (12, lambda step, state: 12 <= step <= 14 and _decaying(state) and not _shrunk(state)),
     "after-shrink": (15, lambda step, state: 15 <= step <= 17 and _shrunk(state)),
+    "recovery": (22, lambda step, state: 22 <= step <= 23 and state["recovering"]),
 }
 
 

@@ -3,11 +3,11 @@
 A checkpoint is a directory `OUTPUT/checkpoints/step-000123/` (the state after 123 steps) with
 
 * `model.safetensors`: every model tensor in its current, physically pruned shape (adapters too);
-* `state.safetensors`: every other tensor (optimizer moments, mask values and targets, salience
-  averages and the open salience window, the teacher snapshot, distillation maps, RNG states);
+* `state.safetensors`: every other tensor (optimizer moments, mask values and targets, smoothed
+  salience, the teacher's and the best validation state's weights, distillation maps, RNG states);
 * `state.json`: everything else (step, shapes, adapter ranks, optimizer and scheduler settings,
-  adapter importance, Python and NumPy RNG states, where `history.jsonl` ended), with tensors
-  referenced by name;
+  adapter importance, validation scores of the kept weights, whether the recovery phase has begun,
+  Python and NumPy RNG states, where `history.jsonl` ended), with tensors referenced by name;
 * `manifest.json`, written last: the format, the step, and the size and SHA-256 of every file.
 
 The directory is assembled under a temporary name, its files are flushed to disk, and only then is
@@ -35,13 +35,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file
 
-from ..distill import TeacherSnapshot
 from ..errors import AptuneError
 from ..search import BlockScores
 from ..shrink import first_k_plan, save_weights, shapes_dict, shrink_model
+from ..snapshot import BestWeights, WeightSnapshot
 
 FORMAT = "aptune.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"step-(\d{6,})")
@@ -121,28 +121,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _mean_window(store: dict, acc) -> dict:
-    """A process's open salience sums replaced by the mean over the processes: every process
-    resumes with them, and the all-reduce (sum) at the next re-plan restores the total."""
-    if acc.num_processes == 1 or not store:
-        return store
-    keys = sorted(store)
-    if isinstance(store[keys[0]], float):
-        counts = torch.tensor([store[k] for k in keys], dtype=torch.float64, device=acc.device)
-        values = acc.reduce(counts, "mean")
-        return dict(zip(keys, values.tolist(), strict=True))
-    flat = acc.reduce(torch.cat([store[k] for k in keys]), "mean")
-    return dict(zip(keys, flat.split([store[k].numel() for k in keys]), strict=True))
-
-
-def _pruner_state(pruner, acc) -> dict[str, Any] | None:
+def _pruner_state(pruner) -> dict[str, Any] | None:
     if pruner is None:
         return None
-    m, c = pruner.masks, pruner.collector
-    ema = pruner.ema.value
+    m, scores = pruner.masks, pruner.scores
+    value = scores.value
     return {
         "initial_params": pruner.initial_params,
-        "collecting": pruner.hooks.observer is not None,
         "masks": {
             "heads": m.heads,
             "neurons": m.neurons,
@@ -151,8 +136,10 @@ def _pruner_state(pruner, acc) -> dict[str, Any] | None:
             "neurons_target": m.neurons_target,
             "hidden_target": m.hidden_target,
         },
-        "ema": None if ema is None else {"heads": ema.heads, "neurons": ema.neurons, "hidden": ema.hidden},
-        "window": {k: _mean_window(getattr(c, k), acc) for k in ("act", "grad", "tokens")},
+        "scores": None
+        if value is None
+        else {"heads": value.heads, "neurons": value.neurons, "hidden": value.hidden},
+        "score_steps": scores.steps,
     }
 
 
@@ -161,18 +148,25 @@ def _set_pruner_state(pruner, state: dict[str, Any], device: torch.device) -> No
     masks = pruner.masks  # the hooks hold this object: set its fields, never replace it
     for name, value in state["masks"].items():
         setattr(masks, name, [v.to(device) for v in value] if isinstance(value, list) else value.to(device))
-    ema = state["ema"]
-    pruner.ema.value = None if ema is None else BlockScores(ema["heads"], ema["neurons"], ema["hidden"])
-    window = state["window"]
-    pruner.collector.act = {k: v.to(device) for k, v in window["act"].items()}
-    pruner.collector.grad = {k: v.to(device) for k, v in window["grad"].items()}
-    pruner.collector.tokens = dict(window["tokens"])
-    pruner.hooks.observer = pruner.collector if state["collecting"] else None
+    scores = state["scores"]
+    pruner.scores.value = (
+        None if scores is None else BlockScores(scores["heads"], scores["neurons"], scores["hidden"])
+    )
+    pruner.scores.steps = state["score_steps"]
+
+
+def _best_state(best: BestWeights) -> dict[str, Any]:
+    return {"values": None if best.snapshot is None else best.snapshot.values, "score": best.score}
+
+
+def _set_best(best: BestWeights, state: dict[str, Any], params: list, device: torch.device) -> None:
+    values = state["values"]
+    best.snapshot = None if values is None else WeightSnapshot(params, [v.to(device) for v in values])
+    best.score = state["score"]
 
 
 def run_state(run, progress: Progress) -> dict[str, Any]:
     """Everything besides the model weights that continues `run` exactly (tensors included)."""
-    importance = None if run.importance is None else vars(run.importance)
     return {
         "step": progress.step,
         "history_bytes": progress.history_bytes,
@@ -181,10 +175,11 @@ def run_state(run, progress: Progress) -> dict[str, Any]:
         "config": progress.config,
         "shapes": shapes_dict(run.model, run.family),
         "ranks": {name: a.rank for name, a in run.adapters.items()},
-        "adapter_budget": run.adapter_budget,
-        "importance": None if importance is None else {k: importance[k] for k in ("window", "value")},
-        "pruner": _pruner_state(run.pruner, run.acc),
-        "snapshot": None if run.snapshot is None else run.snapshot.values,
+        "importance": None if run.importance is None else dict(run.importance.value),
+        "pruner": _pruner_state(run.pruner),
+        "teacher": _best_state(run.teacher),
+        "best_after": _best_state(run.best_after),
+        "recovering": run.recovering,
         "transforms": run.transforms.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
@@ -214,7 +209,7 @@ def _fsync(path: Path) -> None:
 def save_checkpoint(run, out: Path, progress: Progress, keep: int) -> Path | None:
     """Write the checkpoint of `run` after `progress.step` steps to `out/checkpoints/`, atomically,
     and delete all but the `keep` newest; returns its directory. Every process of a data-parallel
-    run calls it (the open salience window is averaged across them); the main one writes."""
+    run calls it; the main one writes."""
     state = run_state(run, progress)
     if not run.acc.is_main_process:
         return None
@@ -329,14 +324,14 @@ def restore(run, path: Path, state: dict[str, Any]) -> None:
             f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}; was config.yaml edited?"
         )
     run.transforms.load_state_dict(state["transforms"])
+    if state["recovering"]:
+        run.start_recovery()  # its own optimizer and schedule, whose state is loaded next
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    run.adapter_budget = state["adapter_budget"]
     if run.importance is not None:
-        run.importance.window = dict(state["importance"]["window"])
-        run.importance.value = dict(state["importance"]["value"])
+        run.importance.value = dict(state["importance"])
     if run.pruner is not None:
         _set_pruner_state(run.pruner, state["pruner"], device)
-    if state["snapshot"] is not None:
-        run.snapshot = TeacherSnapshot(run.trainable(), [v.to(device) for v in state["snapshot"]])
+    _set_best(run.teacher, state["teacher"], run.trainable(), device)
+    _set_best(run.best_after, state["best_after"], run.trainable(), device)
     _set_rng_state(state["rng"])

@@ -1,13 +1,17 @@
 """The APT training loop, built on accelerate.
 
-warm-up: train adapters (and the task head) with all masks at 1, collecting salience
+warm-up: train adapters (and the task head) with all masks at 1
+every step from `update_frequency` steps before start to end: per-batch salience -> smoothed scores
 every `update_frequency` steps in [start, end]:
-    remove blocks whose masks reached hard 0 (optimizer state sliced)
-    salience window -> EMA -> mask search under rho_t * C_0 -> new mask targets
-    grow the most important adapters (tuning budget), refresh the teacher snapshot
+    validation: a new best becomes the teacher (distill.teacher: best)
+    remove blocks whose masks reached hard 0 (optimizer state and weight snapshots sliced)
+    mask search under rho_t * C_0 on the smoothed scores -> new mask targets
+    grow the most important adapters up to the tuning budget
 every step in the pruning window and after it: masks decay toward their targets
 loss = mu * (a_pred * L_pred + a_layer * L_layer) + (1 - mu) * L_task
-after end: masks harden and their blocks are removed; distil for a while, then task loss only
+after end: masks harden and their blocks are removed; distil from the frozen teacher (mu = 1)
+recovery (after distillation): best validation state since pruning, fresh AdamW and schedule at
+    recovery_lr_scale x the peak rate, task loss only
 finally: hard masks, physical removal, adapters merged, evaluation, timing, export
 """
 
@@ -35,10 +39,10 @@ from tqdm.auto import tqdm
 from ..adapter import AptLinear, attach_adapters, merge_adapters
 from ..assets import resolve_model_path
 from ..config import AptuneConfig, ModelConfig, load_config, save_config
-from ..distill import LayerTransform, TeacherSnapshot, layer_loss, prediction_loss, teacher_layers
+from ..distill import LayerTransform, layer_loss, prediction_loss, sample_teacher_layers, teacher_layers
 from ..errors import AptuneError
 from ..families import family_for, supported_model_types
-from ..growth import AdapterImportance, adapter_params, apply_growth, plan_growth
+from ..growth import AdapterImportance, adapter_params, apply_growth, plan_growth, rank_costs
 from ..pruner import PruneOptions, Pruner
 from ..schedule import (
     distill_weight,
@@ -49,6 +53,7 @@ from ..schedule import (
     warmup_linear_factor,
 )
 from ..shrink import SliceRecord, save_pruned, shapes_dict, slice_linear, slice_optimizer_state
+from ..snapshot import BestWeights, WeightSnapshot
 from .checkpoint import (
     CHECKPOINTS,
     CheckpointError,
@@ -186,8 +191,7 @@ class AptRun:
         self.pruner = self._make_pruner()
         tuning = cfg.tuning.enabled and self.pruner is not None and bool(self.adapters)
         self.importance = AdapterImportance(cfg.tuning.momentum_importance) if tuning else None
-        self.adapter_budget = adapter_params(self.adapters)
-        self.initial_adapter_params = self.adapter_budget
+        self.initial_adapter_params = adapter_params(self.adapters)
         self.distilling = (
             cfg.distill.enabled
             and self.pruner is not None
@@ -199,7 +203,13 @@ class AptRun:
         self.transforms = nn.ModuleList(LayerTransform(hidden) for _ in self.layers).to(accelerator.device)
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
-        self.snapshot: TeacherSnapshot | None = None
+        self.teacher = BestWeights()
+        """The teacher's weights, and the validation score that selected them."""
+        self.best_after = BestWeights()
+        """The best validation state since the masks reached their final targets (recovery)."""
+        self.recovering = False
+        self.pending_eval: dict[str, float] | None = None
+        """A validation result taken between steps (teacher selection, recovery) for the history."""
         self.replica_checks = 0
         """Cross-process consistency checks passed (data-parallel runs)."""
 
@@ -228,6 +238,7 @@ class AptRun:
         self.start = min(resolve_step(p.start_step, self.total_steps), last)
         self.end = min(max(resolve_step(p.end_step, self.total_steps), self.start), last)
         self.distill_end = self.end + round(self.cfg.distill.after_pruning * (self.total_steps - self.end))
+        self.collect_from = max(0, self.start - p.update_frequency)
 
     def _make_pruner(self) -> Pruner | None:
         if not self.cfg.pruning.enabled or self.cfg.pruning.target_sparsity == 0:
@@ -240,21 +251,37 @@ class AptRun:
         """The parameters that train (adapters and task head, or every weight), in model order."""
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
+    def _make_optimizer(self, scale: float = 1.0) -> torch.optim.Optimizer:
+        """AdamW over the trainable weights and distillation maps; `scale` multiplies the rates."""
         t = self.cfg.train
         head_ids = {id(p) for h in self.family.task_head(self.model) for p in h.parameters()}
         body = [p for p in self.trainable() if id(p) not in head_ids] + list(self.transforms.parameters())
         head = [p for p in self.trainable() if id(p) in head_ids]
-        groups = [{"params": body, "lr": t.learning_rate}]
+        groups = [{"params": body, "lr": scale * t.learning_rate}]
         if head:
-            groups.append({"params": head, "lr": t.head_learning_rate or t.learning_rate})
+            groups.append({"params": head, "lr": scale * (t.head_learning_rate or t.learning_rate)})
         return torch.optim.AdamW(groups, weight_decay=t.weight_decay)
 
-    def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
-        warmup, total = round(self.cfg.train.warmup_ratio * self.total_steps), self.total_steps
+    def _make_scheduler(self, first: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+        """Linear warm-up/decay over the steps from `first` to the end of training."""
+        total = self.total_steps - first
+        warmup = round(self.cfg.train.warmup_ratio * total)
         return torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_linear_factor(s, warmup, total)
         )
+
+    @property
+    def recovery_start(self) -> int | None:
+        """The first step of the recovery phase (None when the run has none)."""
+        d = self.cfg.distill
+        first = self.distill_end + 1
+        return first if self.distilling and d.recovery and first < self.total_steps else None
+
+    def start_recovery(self) -> None:
+        """Fresh AdamW at recovery_lr_scale x the rates and a fresh schedule to the end of training."""
+        self.optimizer = self._make_optimizer(self.cfg.distill.recovery_lr_scale)
+        self.scheduler = self._make_scheduler(self.recovery_start)
+        self.recovering = True
 
     # ---- one step ----------------------------------------------------------------------------
     def mu(self, step: int) -> float:
@@ -266,8 +293,9 @@ class AptRun:
         )
 
     def _teacher(self, inputs: dict[str, torch.Tensor]) -> transformers.modeling_outputs.ModelOutput:
-        self.snapshot.swap()
-        self.pruner.masks.enabled = False
+        snapshot = self.teacher.snapshot
+        snapshot.swap()
+        self.pruner.masks.enabled = self.cfg.distill.teacher_masks
         self.model.eval()
         try:
             with torch.no_grad(), self.acc.autocast():
@@ -275,7 +303,18 @@ class AptRun:
         finally:
             self.model.train()
             self.pruner.masks.enabled = True
-            self.snapshot.swap()
+            snapshot.swap()
+
+    def collecting(self, step: int) -> bool:
+        """Whether `step` feeds salience and adapter importance (up to the last re-plan)."""
+        return self.pruner is not None and self.collect_from <= step <= self.end
+
+    def distill_layers(self, step: int) -> list[int]:
+        """The layers distilled at `step`: fixed, or drawn per step from (seed, step)."""
+        if not self.cfg.distill.resample_layers:
+            return self.layers
+        generator = torch.Generator().manual_seed(self.cfg.train.seed * 1000003 + step)
+        return sample_teacher_layers(self.family.num_layers(self.model), generator)
 
     def _batch(self, examples: list) -> dict[str, torch.Tensor]:
         enc = self.objective.encode(self.tokenizer, examples, self.cfg.data.max_length)
@@ -287,11 +326,15 @@ class AptRun:
         The model trains in train mode (dropout on), whatever evaluation or loading left it in.
         """
         self.model.train()
+        window = self.collecting(step)
+        salience = window and not self.cfg.pruning.before_tuning  # a model pruned up front scores nothing
+        if self.pruner is not None:
+            self.pruner.hooks.observer = self.pruner.collector if salience else None
         examples, weight = self._shard(examples)
         enc = self._batch(examples)
         labels = enc.pop("labels")
         mu = self.mu(step)
-        teacher = self._teacher(enc) if mu > 0 and self.snapshot is not None else None
+        teacher = self._teacher(enc) if mu > 0 and self.teacher.snapshot is not None else None
         with self.acc.autocast():
             out = self.model(**enc, output_hidden_states=teacher is not None)
             task_loss = self.objective.loss(out.logits, labels)
@@ -299,11 +342,11 @@ class AptRun:
             loss = task_loss
             if teacher is not None:
                 d = self.cfg.distill
-                pred = prediction_loss(out.logits, teacher.logits, d.temperature)
+                pred = prediction_loss(out.logits, teacher.logits, d.temperature, d.pred_scale)
                 keep = self.pruner.masks.hidden > 0
-                states = self.family.distill_states
-                student_h = [states(out)[i + 1] for i in self.layers]
-                teacher_h = [states(teacher)[i + 1] for i in self.layers]
+                states, layers = self.family.distill_states, self.distill_layers(step)
+                student_h = [states(out)[i + 1] for i in layers]
+                teacher_h = [states(teacher)[i + 1] for i in layers]
                 tokens = enc[self.family.distill_mask_key]
                 layer = layer_loss(student_h, teacher_h, self.transforms, keep, tokens)
                 loss = mu * (d.pred_weight * pred + d.layer_weight * layer) + (1 - mu) * task_loss
@@ -312,7 +355,9 @@ class AptRun:
             raise NonFiniteLoss(f"the loss is {loss.item()} at step {step + 1} (terms: {terms})")
         self.acc.backward(loss * weight)
         self._average_gradients()
-        if self.importance is not None:
+        if salience:
+            self.pruner.fold_batch()
+        if window and self.importance is not None:
             self.importance.accumulate(self.adapters)
         self.acc.clip_grad_norm_([*self.trainable(), *self.transforms.parameters()], 1.0)
         self.optimizer.step()
@@ -375,20 +420,22 @@ class AptRun:
         """The paper's mode for the largest models: salience from one pass over `calibration`
         batches, then hard pruning to the target sparsity before any tuning step."""
         self.model.train()
+        self.pruner.hooks.observer = self.pruner.collector
         for examples in calibration:
             enc = self._batch(examples)
             labels = enc.pop("labels")
             with self.acc.autocast():
                 loss = self.objective.loss(self.model(**enc).logits, labels)
             self.acc.backward(loss)
+            self.pruner.fold_batch(mean=True)
         self.optimizer.zero_grad(set_to_none=True)
-        self.pruner.window_scores()
         self.pruner.masks.set_hard(self.pruner.plan(1 - self.cfg.pruning.target_sparsity))
         self.shrink()
         self.pruner.hooks.observer = None
 
     def after_step(self, step: int) -> str | None:
-        """Decay masks; at re-plan steps shrink, re-plan and grow. Returns an event name if any."""
+        """Decay masks; at re-plan steps choose the teacher, shrink, re-plan and grow; start the
+        recovery phase when distillation ends. Returns an event name if any."""
         if self.pruner is None:
             return None
         every = self.cfg.pruning.update_frequency
@@ -399,28 +446,71 @@ class AptRun:
             return None
         if step > self.start:
             self.pruner.decay()
+        event = None
         if is_replan_step(step, self.start, self.end, every) or step == self.end:
-            ratio = retain_ratio(step, self.start, self.end, self.cfg.pruning.target_sparsity)
-            plan = self.pruner.replan(ratio)
-            self.check_replicas("mask targets", [*plan.heads, *plan.neurons, plan.hidden], step + 1)
-            self.shrink()
-            self._grow(step)
-            self.refresh_teacher()
-            if step == self.end:
-                self.pruner.hooks.observer = None  # no more re-plans: stop collecting salience
-            return "replan"
-        if step > self.end and (step - self.end) % every == 0 and self.shrink():
-            self.refresh_teacher()
-            return "shrink"
-        return None
+            self._replan(step)
+            event = "replan"
+        elif step > self.end and (step - self.end) % every == 0 and self.shrink():
+            self._latest_teacher()
+            event = "shrink"
+        if step + 1 == self.recovery_start:
+            self.recover()
+            event = "recovery"
+        return event
+
+    def _replan(self, step: int) -> None:
+        if self.distilling and self.cfg.distill.teacher == "best":
+            self.pending_eval = self.evaluate(_eval_split(self.objective))
+            self.teacher.offer(self._score(self.pending_eval), self.trainable())
+        ratio = retain_ratio(step, self.start, self.end, self.cfg.pruning.target_sparsity)
+        plan = self.pruner.replan(ratio)
+        self.check_replicas("mask targets", [*plan.heads, *plan.neurons, plan.hidden], step + 1)
+        self.shrink()
+        self._grow(step)
+        self._latest_teacher()
+
+    def _latest_teacher(self) -> None:
+        """The 'latest' protocol: a new teacher snapshot at every re-plan and shrink."""
+        if self.distilling and self.cfg.distill.teacher == "latest":
+            self.teacher.snapshot = WeightSnapshot.take(self.trainable())
+
+    def _score(self, metrics: dict[str, float]) -> float:
+        """The headline metric of an evaluation, signed so that higher is better."""
+        value = metrics[self.objective.metric]
+        return value if self.objective.higher_is_better else -value
+
+    def note_evaluation(self, metrics: dict[str, float]) -> None:
+        """Offer a validation result of the current model as the recovery phase's starting point:
+        only after pruning, once the masks equal their final targets, before recovery starts."""
+        if self.recovery_start is None or self.recovering or not self.pruner.masks.is_hard():
+            return
+        self.best_after.offer(self._score(metrics), self.trainable())
+
+    def recover(self) -> None:
+        """Start the recovery phase: restore the best validation state seen since the masks
+        reached their final targets (the current one counts), drop the teacher, reset AdamW."""
+        self.pending_eval = self.evaluate(_eval_split(self.objective))
+        self.note_evaluation(self.pending_eval)
+        if self.best_after.snapshot is not None:
+            self.best_after.snapshot.restore()
+        self.best_after.clear()
+        self.teacher.clear()
+        self.start_recovery()
+
+    def snapshots(self) -> list[WeightSnapshot]:
+        """The weight copies held now (they follow every cut and growth of the model)."""
+        return [b.snapshot for b in (self.teacher, self.best_after) if b.snapshot is not None]
 
     def shrink(self) -> bool:
-        """Remove hard-zero blocks (optimizer state and distillation maps sliced); True if any."""
-        plan = self.pruner.shrink(self.optimizer)
-        if plan is None:
+        """Remove hard-zero blocks (optimizer state, weight snapshots and distillation maps
+        sliced); True if any."""
+        cut = self.pruner.shrink(self.optimizer)
+        if cut is None:
             return False
-        if self.transforms and not bool(plan.hidden.all()):
-            self.shrink_transforms(plan.hidden.nonzero().flatten())
+        for snapshot in self.snapshots():
+            snapshot.follow_cuts(cut.records)
+        if self.transforms and not bool(cut.plan.hidden.all()):
+            self.shrink_transforms(cut.plan.hidden.nonzero().flatten())
         return True
 
     def shrink_transforms(self, keep: torch.Tensor) -> None:
@@ -437,18 +527,15 @@ class AptRun:
         t = self.cfg.tuning
         budget = tuning_budget(step, self.start, self.end, self.initial_adapter_params, t.max_tuning_ratio)
         ranks = {name: a.rank for name, a in self.adapters.items()}
-        new_ranks = plan_growth(ranks, self.importance.update(), self.adapter_budget, budget, t.max_rank)
+        costs = rank_costs(self.adapters)
+        new_ranks = plan_growth(ranks, self.importance.value, costs, budget, t.max_rank)
         with torch.random.fork_rng(devices=[]):  # new rows from (seed, step): equal in every process
             torch.manual_seed(self.cfg.train.seed * 1000003 + step)
             apply_growth(self.adapters, new_ranks, self.optimizer)
+        for snapshot in self.snapshots():
+            snapshot.follow_growth()
         rank_vector = torch.tensor([a.rank for a in self.adapters.values()])
         self.check_replicas("adapter ranks", [rank_vector], step + 1)
-        self.adapter_budget = budget
-
-    def refresh_teacher(self) -> None:
-        """Snapshot the trainable weights as the teacher's."""
-        if self.distilling:
-            self.snapshot = TeacherSnapshot.take(self.trainable())
 
     # ---- logging -----------------------------------------------------------------------------
     def status(self, step: int) -> dict[str, object]:
@@ -457,6 +544,9 @@ class AptRun:
         line["lr"] = self.scheduler.get_last_lr()[0]
         line["adapter_params"] = adapter_params(self.adapters)
         line["ranks"] = {name: a.rank for name, a in self.adapters.items()}
+        if self.distilling:
+            line["teacher_score"] = self.teacher.score
+            line["recovery"] = self.recovering
         if self.pruner is None:
             return line
         p, masks = self.pruner, self.pruner.masks
@@ -469,7 +559,8 @@ class AptRun:
         return line
 
     def evaluate(self, split: str) -> dict[str, float]:
-        """Metrics of the current (masked) model on a split."""
+        """Metrics of the current (masked) model on a split (in eval mode; the next step trains)."""
+        self.model.eval()
         return self.objective.evaluate(
             self.model,
             self.tokenizer,
@@ -687,14 +778,24 @@ def _loop(run: AptRun, out: Path, checkpoint: tuple[Path, dict] | None, progress
 def _history_line(
     run: AptRun, step: int, terms: dict, event: str | None, last_eval: dict[str, float]
 ) -> tuple[dict | None, dict[str, float]]:
-    """The history line after `step` steps (None when nothing is due) and the latest evaluation."""
+    """The history line after `step` steps (None when nothing is due) and the latest evaluation.
+
+    An evaluation the run took between steps (teacher choice at a re-plan) stands in for a due
+    one; after the recovery phase restored an older state, a due evaluation is taken anew."""
     t = run.cfg.train
-    if step % t.eval_every == 0 and step < run.total_steps:  # the end has its own final metrics
-        last_eval = run.evaluate(_eval_split(run.objective))
-        return {**run.status(step), **terms, "eval": last_eval}, last_eval
-    if step % t.log_every == 0 or event is not None:
-        return {**run.status(step), **terms}, last_eval
-    return None, last_eval
+    pending, run.pending_eval = run.pending_eval, None
+    due = step % t.eval_every == 0 and step < run.total_steps  # the end has its own final metrics
+    if due and (pending is None or event == "recovery"):
+        pending = run.evaluate(_eval_split(run.objective))
+        run.note_evaluation(pending)
+    if pending is None and step % t.log_every != 0 and event is None:
+        return None, last_eval
+    line = {**run.status(step), **terms}
+    if event is not None:
+        line["event"] = event
+    if pending is None:
+        return line, last_eval
+    return {**line, "eval": pending}, pending
 
 
 def _postfix(terms: dict, line: dict, last_eval: dict, metric: str) -> dict[str, str]:

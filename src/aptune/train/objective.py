@@ -71,6 +71,11 @@ class Objective(ABC):
     """The headline metric shown in progress bars and reports."""
 
     @property
+    def higher_is_better(self) -> bool:
+        """Whether a larger headline metric is better (perplexity is the one where it is not)."""
+        return self.metric != "perplexity"
+
+    @property
     @abstractmethod
     def auto_class(self) -> type:
         """The transformers Auto class that loads a model for this objective."""
