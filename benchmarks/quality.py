@@ -1,20 +1,29 @@
 """Quality suite: APT against full fine-tuning, LoRA (peft), LoRA+Prune and torch-pruning, side by side.
 
-Every method trains MiniLM on the built-in Rotten Tomatoes split with the same seed, batch size,
-sequence length and number of epochs, in its own process (so that peak memory is its own):
+Every method trains MiniLM on the built-in Rotten Tomatoes split with the same batch size, sequence
+length and number of epochs, once per seed, each run in its own process (so that peak memory is its own):
 
-* full fine-tuning and APT (0.4 / 0.6 / 0.8 sparsity, and the 0.6 ablations without kurtosis,
-  rank growth or self-distillation) run through `aptune.train`;
+* full fine-tuning and APT run through `aptune.train`, every APT variant with its own complete
+  override list (so none depends on what the built-in config sets for distillation): 0.4 / 0.6 / 0.8
+  sparsity with self-distillation, and the 0.6 ablations without kurtosis, without rank growth,
+  without self-distillation, and with aptune's old distillation protocol (teacher re-snapshotted at
+  every re-plan and without masks, T 2, prediction scale 1, no recovery, distilling only while pruning);
 * LoRA is PEFT's (r 8 on query/value, classifier trained), in a plain loop written here;
-* LoRA+Prune: the LoRA-tuned model, one-shot pruned with aptune's salience to APT 0.6's parameter
-  count, then `recovery` steps of adapter tuning;
-* torch-pruning: the LoRA-tuned model pruned by torch-pruning (Taylor importance) to the same
+* LoRA+Prune: that seed's LoRA-tuned model, one-shot pruned with aptune's salience to APT 0.6's
+  parameter count, then `recovery` steps of adapter tuning;
+* torch-pruning: that seed's LoRA-tuned model pruned by torch-pruning (Taylor importance) to the same
   count, with the same recovery budget.
 
     pip install peft torch-pruning          # the peers (extra `bench`)
-    python benchmarks/quality.py [--epochs 1] [--only apt-0.6,lora]
+    python benchmarks/quality.py [--seeds 42,43,44] [--epochs 3] [--only apt-0.6,lora] [--rerun]
+    python benchmarks/quality.py --table-only --seeds 42,43,44   # rebuild the table from the rows
 
-About 60 minutes on 2 CPU cores at one epoch. Writes results/quality-<date>.{json,md,png}.
+Each finished run is kept as results/quality-rows/epochs-<E>/seed-<S>/<method>.json (committed) and
+reused by later invocations unless --rerun; work files (aptune run folders, the LoRA model the pruning
+peers start from) go to <--work>/epochs-<E>/seed-<S>/. At 3 epochs on 2 CPU cores an APT or full
+fine-tuning run takes about 13-15 minutes and a LoRA-based one about 10, so about 2.5 hours per seed
+for all methods. Writes results/quality-<date>.{json,md,png}: mean ± sample std over the seeds per
+method, and every per-seed row.
 """
 
 from __future__ import annotations
@@ -22,7 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,33 +56,51 @@ from aptune.train.loop import train
 from aptune.train.speed import inference_ms
 
 CONFIG = Path(__file__).parents[1] / "configs" / "minilm-rotten-tomatoes.yaml"
+ROWS = RESULTS / "quality-rows"
+LORA_MODEL = "lora-merged.safetensors"
+DISTILL = ["distill.enabled=true"]
 APT = {
-    "apt-0.4": ["pruning.target_sparsity=0.4"],
-    "apt-0.6": [],
-    "apt-0.8": ["pruning.target_sparsity=0.8"],
-    "apt-0.6-no-kurtosis": ["pruning.use_kurtosis=false"],
-    "apt-0.6-no-growth": ["tuning.enabled=false"],
-    "apt-0.6-no-distill": ["distill.enabled=false"],
+    "apt-0.4": [*DISTILL, "pruning.target_sparsity=0.4"],
+    "apt-0.6": [*DISTILL, "pruning.target_sparsity=0.6"],
+    "apt-0.8": [*DISTILL, "pruning.target_sparsity=0.8"],
+    "apt-0.6-no-kurtosis": [*DISTILL, "pruning.target_sparsity=0.6", "pruning.use_kurtosis=false"],
+    "apt-0.6-no-growth": [*DISTILL, "pruning.target_sparsity=0.6", "tuning.enabled=false"],
+    "apt-0.6-no-distill": ["distill.enabled=false", "pruning.target_sparsity=0.6"],
+    "apt-0.6-old-distill": [
+        *DISTILL,
+        "pruning.target_sparsity=0.6",
+        "distill.teacher=latest",
+        "distill.teacher_masks=false",
+        "distill.temperature=2.0",
+        "distill.pred_scale=1.0",
+        "distill.recovery=false",
+        "distill.after_pruning=0.0",
+    ],
 }
 # full fine-tuning needs a learning rate ~20x below the adapters' (at 1e-3 it diverges to chance)
 FULL_FT = [
     "model.finetune=full",
     "pruning.enabled=false",
+    "distill.enabled=false",
     "train.learning_rate=5e-5",
     "train.head_learning_rate=null",
 ]
-METHODS = ["full-ft", "lora", *APT, "lora-prune", "torch-pruning"]
+PEERS = ("lora-prune", "torch-pruning")
+METHODS = ["full-ft", "lora", *APT, *PEERS]
 
 
 def _common(args) -> list[str]:
+    """Overrides every aptune run shares: epochs, seed, the whole validation split."""
     return [f"train.epochs={args.epochs}", f"train.seed={args.seed}", "data.max_eval_samples=null"]
 
 
 def _peak_mb() -> float:
+    """Peak RSS of this process in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _curve(history_path: Path) -> list[tuple[float, float]]:
+    """(elapsed seconds, validation accuracy) points of an aptune run's history."""
     lines = [json.loads(x) for x in history_path.read_text().splitlines()]
     return [(x["elapsed_s"], x["eval"]["accuracy"]) for x in lines if "eval" in x]
 
@@ -125,6 +154,7 @@ def tune(model, params, tokenizer, examples, steps, lr, eval_examples, eval_ever
 
 
 def _steps(args, n_train: int) -> int:
+    """Optimizer steps of `args.epochs` epochs at batch size 32."""
     return math.ceil(args.epochs * math.ceil(n_train / 32))
 
 
@@ -144,11 +174,12 @@ def run_lora(args, out: Path) -> dict:
                  cfg.train.learning_rate, data["validation"], cfg.train.eval_every, args.seed)  # fmt: skip
     seconds = time.perf_counter() - start
     merged = peft_model.merge_and_unload()
-    save_model(merged, str(out / "lora-merged.safetensors"))
+    save_model(merged, str(out / LORA_MODEL))
     return _final(merged, tokenizer, data, seconds, curve)
 
 
 def _final(model, tokenizer, data, seconds, curve) -> dict:
+    """The row of a model trained here: test accuracy, size, time, memory, inference time."""
     inputs = {k: v for k, v in review_batches(tokenizer, "test", 1)[0].items() if k != "labels"}
     dense_model, _ = minilm()
     family = family_for(model)
@@ -166,12 +197,14 @@ def _final(model, tokenizer, data, seconds, curve) -> dict:
 
 
 def _lora_tuned(out: Path):
+    """This seed's merged LoRA-tuned MiniLM and its tokenizer."""
     model, tokenizer = minilm()
-    load_model(model, str(out / "lora-merged.safetensors"))
+    load_model(model, str(out / LORA_MODEL))
     return model, tokenizer
 
 
 def _recover(model, tokenizer, data, args, steps) -> tuple[float, list]:
+    """`steps` of LoRA tuning (query/value/intermediate, classifier), merged back; (seconds, curve)."""
     adapters = attach_adapters(
         family_for(model).adapter_slots(model, ["query", "value"], ["intermediate"]), 8, 16
     )
@@ -189,6 +222,7 @@ def _recover(model, tokenizer, data, args, steps) -> tuple[float, list]:
 
 
 def _recovery_steps(args, n_train: int) -> int:
+    """APT's steps after its pruning window: (1 - end_step) x the run's steps."""
     cfg = load_config(CONFIG)
     return round((1 - cfg.pruning.end_step) * _steps(args, n_train))
 
@@ -219,9 +253,24 @@ def run_torch_pruning(args, out: Path) -> dict:
     return _final(model, tokenizer, data, seconds, curve)
 
 
+def _epochs_dir(epochs: float) -> str:
+    """`epochs-3` for 3 and 3.0, `epochs-0.5` for 0.5: one folder per number of epochs."""
+    return f"epochs-{epochs:g}"
+
+
+def _work(args, seed: int) -> Path:
+    """This seed's work folder (aptune run folders, the merged LoRA model)."""
+    return Path(args.work) / _epochs_dir(args.epochs) / f"seed-{seed}"
+
+
+def _row_path(epochs: float, seed: int, name: str) -> Path:
+    """Where the committed row of `name` at `epochs` and `seed` lives."""
+    return ROWS / _epochs_dir(epochs) / f"seed-{seed}" / f"{name}.json"
+
+
 def run_one(name: str, args) -> dict:
-    """Run one method in this process."""
-    out = Path(args.work)
+    """Run one method for `args.seed` in this process."""
+    out = _work(args, args.seed)
     out.mkdir(parents=True, exist_ok=True)
     if name in ("full-ft", *APT):
         return run_aptune(name, args, out)
@@ -230,101 +279,229 @@ def run_one(name: str, args) -> dict:
     )
 
 
-def _time_to(curve, threshold) -> float | None:
+def _write_row(path: Path, row: dict) -> None:
+    """Write `row` as JSON to `path` atomically (a temporary file in the same folder, then os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(row, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _to_run(methods: list[str], seed: int, args) -> list[str]:
+    """Methods to run for `seed`: those without a row (all with --rerun), plus lora when a pruning peer
+    has to run and this seed's LoRA model or row is missing."""
+    run = [m for m in methods if args.rerun or not _row_path(args.epochs, seed, m).is_file()]
+    lora_ready = (_work(args, seed) / LORA_MODEL).is_file() and _row_path(args.epochs, seed, "lora").is_file()
+    if set(PEERS) & set(run) and "lora" not in run and not lora_ready:
+        run.append("lora")
+    return sorted(run, key=METHODS.index)
+
+
+def _with_lora_time(row: dict, lora: dict) -> dict:
+    """A pruning peer's row with the LoRA training it starts from added to its time and curve."""
+    offset = lora["train_seconds"]
+    curve = [(t + offset, acc) for t, acc in row["curve"]]
+    return {**row, "train_seconds": row["train_seconds"] + offset, "curve": curve, "lora_seconds": offset}
+
+
+def _run(name: str, seed: int, args) -> dict:
+    """Run `name` for `seed` in a fresh process and write its row file at once; returns the row."""
+    cmd = [sys.executable, __file__, "--one", name, "--epochs", str(args.epochs), "--seed", str(seed),
+           "--work", args.work]  # fmt: skip
+    done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    if name in PEERS:
+        row = _with_lora_time(row, json.loads(_row_path(args.epochs, seed, "lora").read_text()))
+    _write_row(_row_path(args.epochs, seed, name), row)
+    return row
+
+
+def run_missing(methods: list[str], seeds: list[int], args) -> None:
+    """Run every method without a row (all of them with --rerun) once per seed, seed after seed."""
+    for seed in seeds:
+        run = _to_run(methods, seed, args)
+        for name in sorted({*methods, *run}, key=METHODS.index):
+            path = _row_path(args.epochs, seed, name)
+            row = _run(name, seed, args) if name in run else json.loads(path.read_text())
+            how = "ran" if name in run else "reused"
+            print(f"seed {seed} {name}: {how}, test accuracy {row['test_accuracy']:.4f}", flush=True)
+
+
+def read_rows(methods: list[str], seeds: list[int], epochs: float) -> dict[int, dict[str, dict]]:
+    """The committed rows of `methods` at `epochs`, by seed then method; missing ones are left out,
+    and so are seeds without any."""
+    per_seed = {}
+    for seed in seeds:
+        paths = {name: _row_path(epochs, seed, name) for name in methods}
+        if rows := {name: json.loads(p.read_text()) for name, p in paths.items() if p.is_file()}:
+            per_seed[seed] = rows
+    return per_seed
+
+
+def _time_to(curve, threshold: float) -> float | None:
+    """Wall time of the first evaluation at or above `threshold`, or None."""
     return next((t for t, acc in curve if acc >= threshold), None)
 
 
-def _table(rows: dict, args) -> str:
-    ft = rows["full-ft"]["test_accuracy"]
+def _thresholds(per_seed: dict[int, dict[str, dict]]) -> dict[int, float]:
+    """0.97 x each seed's full-ft final validation-curve accuracy; a seed without a full-ft row gets the
+    mean over the seeds with one (empty without any full-ft row)."""
+    own = {s: 0.97 * rows["full-ft"]["curve"][-1][1] for s, rows in per_seed.items() if "full-ft" in rows}
+    if not own:
+        return {}
+    fallback = statistics.mean(own.values())
+    return {s: own.get(s, fallback) for s in per_seed}
+
+
+def with_time_to_97(per_seed: dict[int, dict[str, dict]]) -> dict[int, dict[str, dict]]:
+    """Copies of the rows with `time_to_97` added (None when not reached, or without any full-ft row)."""
+    thresholds = _thresholds(per_seed)
+    return {
+        s: {n: {**r, "time_to_97": _time_to(r["curve"], thresholds[s]) if thresholds else None}
+            for n, r in rows.items()}
+        for s, rows in per_seed.items()
+    }  # fmt: skip
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def _summary(rows: list[dict]) -> dict:
+    """One method's aggregate over its per-seed rows (each with `time_to_97`)."""
+    acc, acc_std = _mean_std([r["test_accuracy"] for r in rows])
+    reached = [r["time_to_97"] for r in rows if r["time_to_97"] is not None]
+    keys = ("prunable_kept", "total_params", "train_seconds", "peak_memory_mb", "pruned_ms", "dense_ms")
+    return {
+        "seeds": len(rows),
+        "test_accuracy": acc,
+        "test_accuracy_std": acc_std,
+        **{k: statistics.mean(r[k] for r in rows) for k in keys},
+        "speedup": statistics.mean(r["dense_ms"] / r["pruned_ms"] for r in rows),
+        "time_to_97": statistics.mean(reached) if reached else None,
+        "reached_97": len(reached),
+    }
+
+
+def aggregate(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
+    """Per method (in suite order), the mean and spread over the seeds that have its row; the rows must
+    carry `time_to_97` (see `with_time_to_97`)."""
+    names = [m for m in METHODS if any(m in rows for rows in per_seed.values())]
+    return {m: _summary([rows[m] for rows in per_seed.values() if m in rows]) for m in names}
+
+
+def _cells(name: str, a: dict, ft_acc: float | None) -> list[str]:
+    """One table row's cells: `a` is the method's aggregate, `ft_acc` full fine-tuning's mean accuracy."""
+    std = a["test_accuracy_std"]
+    acc = f"{a['test_accuracy']:.4f}" + ("" if std is None else f" ± {std:.4f}")
+    t97 = "-" if a["time_to_97"] is None else f"{a['time_to_97']:.0f}"
+    if 0 < a["reached_97"] < a["seeds"]:
+        t97 += f" ({a['reached_97']}/{a['seeds']} seeds)"
+    ratio = "-" if ft_acc is None else f"{a['test_accuracy'] / ft_acc:.1%}"
+    return [name, str(a["seeds"]), acc, ratio, f"{a['prunable_kept']:.1%}", f"{a['total_params'] / 1e6:.2f}M",
+            f"{a['train_seconds']:.0f}", t97, f"{a['peak_memory_mb']:.0f}", f"{a['pruned_ms']:.1f}",
+            f"{a['speedup']:.2f}x"]  # fmt: skip
+
+
+FOOTNOTE = (
+    "Test acc: mean ± sample standard deviation over the seeds that have the method's row (seeds column; "
+    "no spread for one seed). Every other column is a mean over the same seeds; % of FT is the ratio of "
+    "the mean test accuracies. Time to 97%: first validation evaluation at or above 97% of full "
+    "fine-tuning's final validation-curve accuracy on the same seed (where a seed has no full fine-tuning "
+    "row, the mean over the seeds that have one), wall time with evaluations included, averaged over the "
+    "seeds that reach it (k/n seeds when not all do). lora-prune and torch-pruning start from the same "
+    "seed's LoRA model and include its training time, but not the one-shot pruning itself. Peak MB: peak "
+    "RSS of the method's process (model loading and final timing included). Speed-up: dense over "
+    "exported-model inference time."
+)
+
+
+def table(agg: dict[str, dict], epochs: float, seeds: list[int]) -> str:
+    """The Markdown table of `aggregate`'s output, with its heading and footnote."""
+    ft_acc = agg["full-ft"]["test_accuracy"] if "full-ft" in agg else None
     lines = [
-        f"# Quality: MiniLM on Rotten Tomatoes, {args.epochs} epoch(s), seed {args.seed}",
+        f"# Quality: MiniLM on Rotten Tomatoes, {epochs:g} epoch(s), seeds {', '.join(map(str, seeds))}",
         "",
-        "| method | test acc | % of FT | prunable kept | params | train s | time to 97% FT (s) | peak MB "
-        "| inference ms | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | seeds | test acc | % of FT | prunable kept | params | train s | time to 97% FT (s) "
+        "| peak MB | inference ms | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in rows.items():
-        t97 = "-" if r.get("time_to_97") is None else f"{r['time_to_97']:.0f}"
-        acc = r["test_accuracy"]
-        lines.append(
-            f"| {name} | {acc:.4f} | {acc / ft:.1%} | {r['prunable_kept']:.1%} | "
-            f"{r['total_params'] / 1e6:.2f}M | "
-            f"{r['train_seconds']:.0f} | {t97} | {r['peak_memory_mb']:.0f} | {r['pruned_ms']:.1f} | "
-            f"{r['dense_ms'] / r['pruned_ms']:.2f}x |"
-        )
-    lines += ["", "Time to 97%: first validation evaluation at or above 97% of full fine-tuning's final "
-              "validation-curve accuracy (wall time, evaluations included). lora-prune and torch-pruning "
-              "include the LoRA training they start from, but not the one-shot pruning itself. "
-              "Peak MB: peak RSS of the method's process (model loading and final timing included)."
-              ]  # fmt: skip
-    return "\n".join(lines)
+    lines += ["| " + " | ".join(_cells(name, a, ft_acc)) + " |" for name, a in agg.items()]
+    return "\n".join([*lines, "", FOOTNOTE])
 
 
-def _plot(rows: dict, path: Path) -> None:
+def _plot(per_seed: dict[int, dict[str, dict]], agg: dict[str, dict], path: Path) -> None:
+    """Mean test accuracy vs prunable parameters kept (error bars: std), and the first seed's curves."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4))
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for name, r in rows.items():
-        ax1.scatter(r["prunable_kept"], r["test_accuracy"], label=name)
-        ax1.annotate(name, (r["prunable_kept"], r["test_accuracy"]), fontsize=7, xytext=(4, 2),
-                     textcoords="offset points")  # fmt: skip
-        if r["curve"]:
-            ax2.plot([t for t, _ in r["curve"]], [a for _, a in r["curve"]], marker=".", label=name)
+    for name, a in agg.items():
+        x, y = a["prunable_kept"], a["test_accuracy"]
+        ax1.errorbar(x, y, yerr=a["test_accuracy_std"] or 0, fmt="o", capsize=3, label=name)
+        ax1.annotate(name, (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        seed, curve = next((s, rows[name]["curve"]) for s, rows in per_seed.items() if name in rows)
+        if curve:
+            times, accs = zip(*curve, strict=True)
+            ax2.plot(times, accs, marker=".", label=f"{name} (seed {seed})")
     ax1.set_xlabel("prunable parameters kept")
-    ax1.set_ylabel("test accuracy")
+    ax1.set_ylabel("test accuracy (mean ± std over seeds)")
     ax1.set_title("accuracy vs parameters")
     ax2.set_xlabel("wall time (s)")
     ax2.set_ylabel("validation accuracy")
-    ax2.set_title("accuracy vs training time")
+    ax2.set_title("accuracy vs training time (first seed)")
     ax2.legend(fontsize=7)
     FigureCanvasAgg(fig).print_png(str(path))
 
 
-def main() -> None:
+def report(per_seed: dict[int, dict[str, dict]], epochs: float) -> None:
+    """Aggregate the rows, print the table and write results/quality-<date>.{json,md,png}."""
+    per_seed = with_time_to_97(per_seed)
+    agg = aggregate(per_seed)
+    seeds = list(per_seed)
+    text = table(agg, epochs, seeds)
+    payload = {"epochs": epochs, "seeds": seeds, "methods": agg, "rows": per_seed}
+    json_path, md_path = write_results("quality", payload, text)
+    _plot(per_seed, agg, md_path.with_suffix(".png"))
+    print(text)
+    print(f"wrote {json_path.relative_to(RESULTS.parent.parent)}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line (`--one` and `--seed` run a single method in the suite's subprocesses)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--epochs", type=float, default=3.0, help="epochs per run (default 3)")
+    parser.add_argument("--seeds", default="42", help="comma-separated (default 42); one run per method each")
     parser.add_argument("--only", help="comma-separated subset of: " + ", ".join(METHODS))
+    parser.add_argument("--rerun", action="store_true", help="run again even where a row is committed")
+    parser.add_argument("--table-only", action="store_true",
+                        help="run nothing; table, JSON and plot from the committed rows")  # fmt: skip
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "aptune-quality"),
+                        help="work files, under epochs-<E>/seed-<S>/")  # fmt: skip
     parser.add_argument("--one", help=argparse.SUPPRESS)
-    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "aptune-quality"))
-    parser.add_argument("--reuse", action="store_true", help="reuse finished methods' rows from --work")
+    parser.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
+    return parser
+
+
+def main() -> None:
+    """Run what is missing (unless --table-only), then report over the committed rows."""
+    parser = _parser()
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one, args)))
         return
     methods = args.only.split(",") if args.only else METHODS
-    rows = {}
-    cache = Path(args.work) / f"rows-{args.epochs}-{args.seed}"
-    cache.mkdir(parents=True, exist_ok=True)
-    for name in methods:
-        row_file = cache / f"{name}.json"
-        if not (args.reuse and row_file.is_file()):
-            cmd = [sys.executable, __file__, "--one", name, "--epochs", str(args.epochs),
-                   "--seed", str(args.seed), "--work", args.work]  # fmt: skip
-            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-            row_file.write_text(done.stdout.strip().splitlines()[-1])
-        rows[name] = json.loads(row_file.read_text())
-        print(f"{name}: test accuracy {rows[name]['test_accuracy']:.4f}", flush=True)
-    if "lora" in rows:  # the pruning peers start from the LoRA model: count its training time too
-        for name in ("lora-prune", "torch-pruning"):
-            if name in rows and not rows[name].get("includes_lora"):
-                offset = rows["lora"]["train_seconds"]
-                rows[name]["train_seconds"] += offset
-                rows[name]["curve"] = [(t + offset, a) for t, a in rows[name]["curve"]]
-                rows[name]["includes_lora"] = True
-    if "full-ft" in rows:
-        threshold = 0.97 * rows["full-ft"]["curve"][-1][1]
-        for r in rows.values():
-            r["time_to_97"] = _time_to(r["curve"], threshold)
-    table = _table(rows, args) if "full-ft" in rows else json.dumps(rows, indent=2)
-    json_path, md_path = write_results(
-        "quality", {"epochs": args.epochs, "seed": args.seed, "rows": rows}, table
-    )
-    _plot(rows, md_path.with_suffix(".png"))
-    print(table)
-    print(f"wrote {json_path.relative_to(RESULTS.parent.parent)}")
+    if unknown := set(methods) - set(METHODS):
+        parser.error(f"unknown methods: {', '.join(sorted(unknown))}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if not args.table_only:
+        run_missing(methods, seeds, args)
+    per_seed = read_rows(methods, seeds, args.epochs)
+    if not per_seed:
+        parser.error(f"no rows under {ROWS / _epochs_dir(args.epochs)} for these methods and seeds")
+    report(per_seed, args.epochs)
 
 
 if __name__ == "__main__":
