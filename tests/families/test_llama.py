@@ -78,16 +78,17 @@ def test_tied_embedding_and_lm_head_are_sliced_together():
     assert model(**tiny_batch()).logits.shape[-1] == model.config.vocab_size
 
 
-def _observe(model, batches):
+def _observe(model, pruner, batches):
     for batch in batches:
         model.zero_grad()
         model(**batch).logits.pow(2).mean().backward()
+        pruner.fold_batch()
 
 
 def _uniform_prune(model, batches, retain):
     """Plan with uniform layers from salience, make it hard and cut it out; returns masked logits."""
     pruner = Pruner(model, PruneOptions(align=8, uniform_layers=True, mask_decay_rate=1.0))
-    _observe(model, batches)
+    _observe(model, pruner, batches)
     plan = pruner.replan(retain)
     pruner.decay()
     with torch.no_grad():
@@ -203,6 +204,7 @@ def test_smollm2_uniform_export_loads_with_stock_transformers(smollm2, smollm2_b
     batch = {**smollm2_batch, "labels": smollm2_batch["input_ids"]}
     pruner = Pruner(smollm2, PruneOptions(align=8, uniform_layers=True, mask_decay_rate=1.0))
     smollm2(**batch).loss.backward()
+    pruner.fold_batch()
     plan = pruner.replan(0.7)
     pruner.decay()
     with torch.no_grad():

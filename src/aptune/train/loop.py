@@ -824,6 +824,12 @@ def _final_metrics(cfg: AptuneConfig, run: AptRun, train_seconds: float) -> dict
         "sparsity": 1 - prunable_after / prunable_before,
         "train_seconds": train_seconds,
         "steps": run.total_steps,
+        "schedule": {
+            "pruning_start": run.start if run.pruner else None,
+            "pruning_end": run.end if run.pruner else None,
+            "distill_end": run.distill_end if run.distilling else None,
+            "recovery_start": run.recovery_start,
+        },
         "peak_memory_mb": _peak_memory_mb(run.acc.device),
         "shapes": shapes_dict(run.model, run.family),
         "initial_shapes": run.initial_shapes,
