@@ -6,8 +6,9 @@ length and number of epochs, once per seed, each run in its own process (so that
 * full fine-tuning and APT run through `aptune.train`, every APT variant with its own complete
   override list (so none depends on what the built-in config sets for distillation): 0.4 / 0.6 / 0.8
   sparsity with self-distillation, and the 0.6 ablations without kurtosis, without rank growth,
-  without self-distillation, and with aptune's old distillation protocol (teacher re-snapshotted at
-  every re-plan and without masks, T 2, prediction scale 1, no recovery, distilling only while pruning);
+  without self-distillation, with the teacher run without masks (the dense model with the selected
+  adapters), and with aptune's old distillation protocol (teacher re-snapshotted at every re-plan and
+  without masks, T 2, prediction scale 1, no recovery, distilling only while pruning);
 * LoRA is PEFT's (r 8 on query/value, classifier trained), in a plain loop written here;
 * LoRA+Prune: that seed's LoRA-tuned model, one-shot pruned with aptune's salience to APT 0.6's
   parameter count, then `recovery` steps of adapter tuning;
@@ -66,6 +67,7 @@ APT = {
     "apt-0.6-no-kurtosis": [*DISTILL, "pruning.target_sparsity=0.6", "pruning.use_kurtosis=false"],
     "apt-0.6-no-growth": [*DISTILL, "pruning.target_sparsity=0.6", "tuning.enabled=false"],
     "apt-0.6-no-distill": ["distill.enabled=false", "pruning.target_sparsity=0.6"],
+    "apt-0.6-teacher-unmasked": [*DISTILL, "pruning.target_sparsity=0.6", "distill.teacher_masks=false"],
     "apt-0.6-old-distill": [
         *DISTILL,
         "pruning.target_sparsity=0.6",
