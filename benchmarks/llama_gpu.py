@@ -25,10 +25,11 @@ import transformers
 from common import write_results
 
 from aptune.adapter import attach_adapters, merge_adapters
+from aptune.config import PruningConfig
 from aptune.families import family_for
-from aptune.pruner import PruneOptions, Pruner
-from aptune.train.objective import causal_lm_loss
+from aptune.pruner import Pruner
 from aptune.train.speed import median_ms
+from aptune.train.tasks import causal_lm_loss
 
 SHAPES = {
     "7b": {
@@ -122,7 +123,7 @@ def run(shape_name: str, steps: int) -> dict:
     params = [p for a in adapters.values() for p in (a.lora_A, a.lora_B)]
     rows = {}
     rows["lora"] = train_step_ms(model, params, batch, steps, device)
-    pruner = Pruner(model, PruneOptions(align=8, mask_decay_rate=1.0))
+    pruner = Pruner(model, PruningConfig(align=8, mask_decay_rate=1.0))
     rows["apt-dense"] = train_step_ms(model, params, batch, steps, device, pruner.fold_batch)
     pruner.masks.set_hard(pruner.plan(RETAIN))
     pruner.shrink()

@@ -32,7 +32,8 @@ from common import write_results
 from aptune.config import apply_overrides, load_config
 from aptune.snapshot import WeightSnapshot
 from aptune.train.data import batches, load_task
-from aptune.train.loop import AptRun, load_model
+from aptune.train.run import AptRun
+from aptune.train.setup import load_model
 
 CONFIG = Path(__file__).parents[1] / "configs" / "minilm-rotten-tomatoes.yaml"
 CASES = {

@@ -17,8 +17,9 @@ import torch
 import transformers
 from common import RESULTS, minilm, pruned_copy, review_batches, salience_pruner, write_results
 
+from aptune.blocks import BlockScores
 from aptune.families import family_for
-from aptune.search import BlockScores, plan_masks
+from aptune.search import plan_masks
 from aptune.train.speed import inference_ms
 
 SPARSITIES = (0.4, 0.6, 0.8)

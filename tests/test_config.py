@@ -263,6 +263,24 @@ def test_unknown_key_without_close_match_lists_valid_keys() -> None:
         AptuneConfig.from_dict({"qqqqq": {}})
 
 
+def test_first_problem_in_input_order_is_reported() -> None:
+    doc = {"train": {"batch_size": 0}, "pruning": {"align": "x", "target_sparsty": 1}}
+    with pytest.raises(ConfigError) as info:
+        AptuneConfig.from_dict(doc)
+    assert info.value.key == "train.batch_size"  # sections in the order given
+    with pytest.raises(ConfigError) as info:
+        AptuneConfig.from_dict({"pruning": doc["pruning"]})
+    assert info.value.key == "pruning.target_sparsty"  # unknown keys before bad values
+    with pytest.raises(ConfigError) as info:
+        AptuneConfig.from_dict({"distill": {"recovery": {}, "after_pruning": 38}})
+    assert info.value.key == "distill.after_pruning"  # then options in declaration order
+
+
+def test_direct_construction_names_unknown_key() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'pruning\.target_sparsty'; did you mean"):
+        PruningConfig(target_sparsty=0.5)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Ranges, choices, types
 # ----------------------------------------------------------------------------------------------------

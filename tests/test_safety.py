@@ -1,12 +1,15 @@
 """Safe I/O: nothing is unpickled, remote code stays off unless asked for, outputs stay in place."""
 
 import ast
+import types
 from pathlib import Path
 
 import pytest
+import transformers
 
 from aptune.cli import eval_output
-from aptune.config import AptuneConfig
+from aptune.config import AptuneConfig, apply_overrides
+from aptune.train.setup import load_model
 
 SOURCE = Path(__file__).parents[1] / "src" / "aptune"
 
@@ -30,11 +33,36 @@ def test_no_module_unpickles_anything():
         assert not found, f"{path.relative_to(SOURCE)} uses {sorted(found)}"
 
 
-def test_remote_code_is_off_unless_the_config_says_so():
+@pytest.mark.parametrize("remote", [False, True])
+def test_remote_code_is_off_unless_the_config_says_so(tiny_model_dir, monkeypatch, remote):
     assert AptuneConfig().model.trust_remote_code is False
-    loop = (SOURCE / "train" / "loop.py").read_text()
-    assert loop.count("trust_remote_code=remote") == 3  # config, model and tokenizer loads
-    assert "trust_remote_code=True" not in "".join(p.read_text() for p in SOURCE.rglob("*.py"))
+    seen = []
+    for cls in (
+        transformers.AutoConfig,
+        transformers.AutoTokenizer,
+        transformers.AutoModelForSequenceClassification,
+    ):
+        original = cls.from_pretrained.__func__
+
+        def spy(klass, *args, _original=original, **kwargs):
+            seen.append((klass.__name__, kwargs.get("trust_remote_code")))
+            return _original(klass, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+    cfg = apply_overrides(
+        AptuneConfig(),
+        [f"model.name_or_path={tiny_model_dir}", f"model.trust_remote_code={str(remote).lower()}"],
+    )
+    objective = types.SimpleNamespace(
+        auto_class=transformers.AutoModelForSequenceClassification,
+        label_names=["neg", "pos"],
+        model_kwargs=lambda: {"num_labels": 2},
+        bind=lambda model: None,
+    )
+    load_model(cfg.model, objective)
+    loads = {name for name, _ in seen}
+    assert {"AutoConfig", "AutoTokenizer", "AutoModelForSequenceClassification"} <= loads
+    assert all(flag is remote for _, flag in seen)  # every load passes the config's choice
 
 
 @pytest.mark.parametrize(

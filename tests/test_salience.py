@@ -3,9 +3,11 @@ import pytest
 import scipy.stats
 import torch
 
+from aptune.blocks import BlockScores, MaskPlan
+from aptune.config import PruningConfig
 from aptune.families import family_for
 from aptune.masks import MaskState, install_masks
-from aptune.pruner import PruneOptions, Pruner
+from aptune.pruner import Pruner
 from aptune.salience import (
     OutlierWeights,
     SalienceCollector,
@@ -16,8 +18,7 @@ from aptune.salience import (
     excess_kurtosis_sqrt,
     outlier_term,
 )
-from aptune.search import BlockScores, MaskPlan
-from aptune.train.loop import enable_checkpointing
+from aptune.train.setup import enable_checkpointing
 
 from .conftest import tiny_batch, tiny_model
 
@@ -114,7 +115,7 @@ def test_per_step_salience_is_the_smoothed_product_of_each_batch(kind):
     model = tiny_model(kind)
     model.requires_grad_(True)
     batches = [tiny_batch(0), tiny_batch(1, batch=2, length=9)]
-    pruner = Pruner(model, PruneOptions(use_kurtosis=False, momentum_salience=0.75))
+    pruner = Pruner(model, PruningConfig(use_kurtosis=False, momentum_salience=0.75))
     for batch in batches:
         model.zero_grad()
         model(**batch).logits.pow(2).sum().backward()
@@ -132,7 +133,7 @@ def test_scores_do_not_depend_on_how_many_batches_lie_between_replans(kind):
     results = []
     for count in (1, 4, 16):
         model = tiny_model(kind)
-        pruner = Pruner(model, PruneOptions(kurtosis_weight=1.0, mask_decay_rate=1.0))
+        pruner = Pruner(model, PruningConfig(kurtosis_weight=1.0, mask_decay_rate=1.0))
         for _ in range(count):
             model.zero_grad()
             model(**tiny_batch(0)).logits.pow(2).sum().backward()

@@ -12,7 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aptune.search import BlockInventory, BlockScores, MaskPlan, PlanError, plan_masks
+from aptune.blocks import BlockInventory, BlockScores, MaskPlan
+from aptune.search import PlanError, plan_masks
 
 # --- brute force reference ------------------------------------------------------------------------
 

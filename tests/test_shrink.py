@@ -3,9 +3,9 @@ import torch
 from torch import nn
 
 from aptune.adapter import attach_adapters
+from aptune.blocks import MaskPlan
 from aptune.families import family_for
 from aptune.masks import MaskState, install_masks
-from aptune.search import MaskPlan
 from aptune.shrink import ModelDirError, load_pruned, save_pruned, shrink_model, slice_optimizer_state
 
 from .conftest import feed_decoder, needs_minilm, tiny_batch, tiny_model

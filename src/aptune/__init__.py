@@ -9,11 +9,21 @@ model = aptune.load_pruned(result.model_dir)       # the smaller dense model
 
 from .adapter import AptLinear, attach_adapters, merge_adapters
 from .api import evaluate_model, load_model_dir, model_info, run_lm_eval
-from .config import AptuneConfig, ConfigError, apply_overrides, describe_options, load_config, save_config
+from .blocks import MaskPlan
+from .config import (
+    AptuneConfig,
+    ConfigError,
+    PruningConfig,
+    apply_overrides,
+    describe_options,
+    load_config,
+    save_config,
+)
 from .errors import AptuneError
 from .families import family_for
-from .pruner import PruneOptions, Pruner
-from .search import MaskPlan, PlanError, plan_masks
+from .pruner import Pruner
+from .salience import OutlierAwareSalience
+from .search import PlanError, plan_masks
 from .shrink import ModelDirError, is_stock, load_pruned, save_pruned, shrink_model
 from .train.checkpoint import CheckpointError
 from .train.data import DataError
@@ -30,9 +40,10 @@ __all__ = [
     "DataError",
     "MaskPlan",
     "ModelDirError",
+    "OutlierAwareSalience",
     "PlanError",
-    "PruneOptions",
     "Pruner",
+    "PruningConfig",
     "RunResult",
     "SetupError",
     "TrainingError",

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 import transformers
 from torch import nn
 
-from .config import AptuneConfig, DataConfig
 from .errors import AptuneError
 from .families import family_for
 from .shrink import META_NAME, base_config, load_pruned
-from .train.data import DataError, load_labelled_file, load_pairs_file, load_task, load_text_pairs
-from .train.evaluate import evaluate
-from .train.lm_tasks import classification_prompts, perplexity, read_alpaca, read_text_blocks
-from .train.objective import CausalLm, Seq2Seq, load_objective
-from .train.seq2seq_tasks import Seq2SeqExample, text_to_label
+from .train.data import EvalSource
+from .train.tasks import Objective
 
 
 def load_model_dir(model_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, object, dict]:
@@ -49,94 +44,11 @@ def evaluate_model(
     """
     model, tokenizer, meta = load_model_dir(model_dir)
     info = meta.get("metadata", {})
-    max_length = int(info.get("max_length", 128))
-    objective = info.get("objective")
-    if objective == "CausalLm" and not info.get("choices"):
-        return _evaluate_lm(model, tokenizer, data, split, batch_size, max_length)
-    if objective == "Seq2Seq" and not info.get("choices"):
-        pairs = _pairs(data, split, text_column, target_column)
-        examples = [Seq2SeqExample(info.get("source_prefix", "") + s, t) for s, t in pairs]
-        return _evaluate_seq2seq(model, tokenizer, examples, info, batch_size, max_length)
-    label_names = info.get("label_names") or [
-        model.config.id2label[i] for i in range(model.config.num_labels)
-    ]
-    examples = _labelled(data, split, label_names, text_column, text_pair_column, label_column)
-    if objective == "CausalLm":
-        return _evaluate_choices(model, tokenizer, examples, info, batch_size, max_length)
-    if objective == "Seq2Seq":
-        prompts = text_to_label(examples, info["choices"], info["prompt_template"])
-        return _evaluate_seq2seq(model, tokenizer, prompts, info, batch_size, max_length)
-    return evaluate(model, tokenizer, examples, batch_size, max_length)
-
-
-def _labelled(
-    data: str,
-    split: str,
-    label_names: list[str],
-    text_column: str,
-    text_pair_column: str | None,
-    label_column: str,
-) -> list:
-    """Labelled examples of a local file, or of a split of a named task with the model's labels."""
-    if Path(data).exists():
-        return load_labelled_file(data, label_names, text_column, text_pair_column, label_column)
-    cfg = replace(
-        DataConfig(),
-        task=data,
-        text_column=text_column,
-        text_pair_column=text_pair_column,
-        label_column=label_column,
-    )
-    task = load_task(cfg)
-    if [str(n) for n in task.label_names] != [str(n) for n in label_names]:
-        raise DataError(
-            f"the labels of {data!r} ({', '.join(task.label_names)}) differ from the model's "
-            f"({', '.join(label_names)}); evaluate on data with the labels the model was trained on"
-        )
-    return task.splits[split]
-
-
-def _pairs(data: str, split: str, text_column: str, target_column: str) -> list[tuple[str, str]]:
-    """Source / target pairs of a local file, or of a split of a Hugging Face dataset."""
-    if Path(data).exists():
-        return load_pairs_file(data, text_column, target_column)
-    cfg = replace(DataConfig(), task=data, text_column=text_column, target_column=target_column)
-    return load_text_pairs(cfg).splits[split]
-
-
-def _evaluate_seq2seq(model, tokenizer, examples, info: dict, batch_size: int, max_length: int) -> dict:
-    """Exact match (text-to-label) or ROUGE (text pairs) of greedy generations."""
-    objective = Seq2Seq(
-        "eval",
-        {"eval": examples},
-        choices=info.get("choices"),
-        max_target_length=int(info.get("max_target_length", 64)),
-    )
+    objective = Objective.from_metadata(info, model.config)
     objective.bind(model)
-    return objective.evaluate(model, tokenizer, "eval", batch_size, max_length)
-
-
-def _evaluate_choices(model, tokenizer, examples, info: dict, batch_size: int, max_length: int) -> dict:
-    """Classification as generation: score the label words after the model's prompt template."""
-    words = [c[1:] for c in info["choices"]]
-    prompts = classification_prompts(examples, words, info["prompt_template"])
-    objective = CausalLm("eval", {"eval": prompts}, choices=info["choices"])
-    return objective.evaluate(model, tokenizer, "eval", batch_size, max_length)
-
-
-def _evaluate_lm(model, tokenizer, data: str, split: str, batch_size: int, max_length: int) -> dict:
-    """Perplexity on an Alpaca JSON / JSONL file, a text file, or a split of the built-in Hamlet."""
-    path = Path(data)
-    if path.suffix in (".json", ".jsonl"):
-        examples = read_alpaca(path)
-    elif path.exists():
-        examples = read_text_blocks(path, DataConfig().block_chars)
-    else:
-        cfg = AptuneConfig.from_dict(
-            {"model": {"head": "causal-lm"}, "data": {"task": data, "task_type": "language-modeling"}}
-        )
-        examples = load_objective(cfg).splits[split]
-    return perplexity(model, tokenizer, examples, max_length, batch_size)
+    source = EvalSource(data, split, text_column, text_pair_column, label_column, target_column)
+    objective.splits[split] = objective.read_eval(source)
+    return objective.evaluate(model, tokenizer, split, batch_size, int(info.get("max_length", 128)))
 
 
 def _unpruned(model_dir: Path, model: nn.Module) -> nn.Module:

@@ -36,6 +36,14 @@ class AdapterImportance:
                 old = self.value.get(name)
                 self.value[name] = score if old is None else self.beta * old + (1 - self.beta) * score
 
+    def state_dict(self) -> dict[str, object]:
+        """The smoothed importance by adapter name."""
+        return {"value": dict(self.value)}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Take the smoothed importance from `state`."""
+        self.value = dict(state["value"])
+
 
 def plan_growth(
     ranks: dict[str, int],

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .search import MaskPlan
+from .blocks import MaskPlan
 
 SiteKey = tuple[str, int]
 """A mask site: ("head", attention index), ("neuron", FFN index) or ("hidden", site index)."""
@@ -123,6 +123,21 @@ class MaskState:
         self.neurons_target = [m[k] for m, k in zip(self.neurons_target, plan.neurons, strict=True)]
         self.hidden = self.hidden[plan.hidden]
         self.hidden_target = self.hidden_target[plan.hidden]
+
+    _FIELDS = ("heads", "neurons", "hidden", "heads_target", "neurons_target", "hidden_target")
+
+    def state_dict(self) -> dict[str, object]:
+        """Mask values and targets (tensors), for checkpoints."""
+        return {name: getattr(self, name) for name in self._FIELDS}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Take values and targets from `state`, on this state's device. The fields are set in
+        place: installed hooks hold this object, so it is never replaced."""
+        device = self.hidden.device
+        for name in self._FIELDS:
+            value = state[name]
+            moved = [v.to(device) for v in value] if isinstance(value, list) else value.to(device)
+            setattr(self, name, moved)
 
     def to_dict(self) -> dict[str, object]:
         """Plain lists, for JSON reports and checkpoints."""

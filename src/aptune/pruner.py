@@ -5,6 +5,10 @@ observed activations and gradients into smoothed block scores (`fold_batch`, onc
 those into target masks for a retain ratio (`replan`), decays the masks (`decay`), and physically
 removes blocks whose masks reached hard 0 (`shrink`). The training loop drives it; it can also be
 used for one-shot pruning from calibration batches (`fold_batch(mean=True)` after each).
+
+Every physical removal goes through `cut`: the model's weights, the optimizer state, the masks and
+the smoothed scores are sliced together, and the returned `Cut` lets every other copy of the
+weights follow (the training run's teacher and distillation maps).
 """
 
 from __future__ import annotations
@@ -16,17 +20,20 @@ import torch
 from torch import nn
 
 from .adapter import effective_weight
+from .blocks import BlockScores, MaskPlan
+from .config import PruningConfig
 from .families import ModelFamily, family_for
 from .masks import MaskState, install_masks
 from .salience import (
     AllReduce,
+    BatchObservation,
+    BlockSalience,
+    OutlierAwareSalience,
     OutlierWeights,
     SalienceCollector,
     ScoreAverage,
-    add_outlier_terms,
-    block_scores,
 )
-from .search import BlockScores, MaskPlan, plan_masks
+from .search import plan_masks
 from .shrink import SliceRecord, shrink_model, slice_optimizer_state
 
 
@@ -38,42 +45,14 @@ class Cut:
     records: list[SliceRecord]
 
 
-@dataclass(frozen=True)
-class PruneOptions:
-    """The subset of `PruningConfig` the controller needs (see config.py for each option)."""
-
-    use_kurtosis: bool = True
-    kurtosis_weight: float = 1.0
-    momentum_salience: float = 0.85
-    mask_decay_rate: float = 0.01
-    align: int = 8
-    min_heads_per_layer: int = 1
-    min_neurons_per_layer: int = 1
-    prune_hidden: bool = True
-    uniform_layers: bool = False
-
-    @classmethod
-    def from_config(cls, cfg) -> PruneOptions:
-        """Build from a `PruningConfig` (kurtosis on only for the outlier-aware salience)."""
-        return cls(
-            use_kurtosis=cfg.kurtosis_enabled,
-            kurtosis_weight=cfg.kurtosis_weight,
-            momentum_salience=cfg.momentum_salience,
-            mask_decay_rate=cfg.mask_decay_rate,
-            align=cfg.align,
-            min_heads_per_layer=cfg.min_heads_per_layer,
-            min_neurons_per_layer=cfg.min_neurons_per_layer,
-            prune_hidden=cfg.prune_hidden,
-            uniform_layers=cfg.uniform_layers,
-        )
-
-
 class Pruner:
     """Structured pruning state of one model.
 
     Args:
         model: a model of a supported family (adapters, if any, already attached).
-        options: pruning options.
+        config: pruning options (`aptune.PruningConfig`; the schedule keys are the caller's).
+        salience: the block score; default APT's outlier-aware salience with the config's
+            kurtosis weight (0 when the config turns the kurtosis term off).
         allreduce: sums salience statistics across processes (data-parallel runs).
         grad_scale: multiplies salience gradient sums (`1 / processes` in data-parallel runs).
     """
@@ -81,12 +60,15 @@ class Pruner:
     def __init__(
         self,
         model: nn.Module,
-        options: PruneOptions,
+        config: PruningConfig | None = None,
+        salience: BlockSalience | None = None,
         allreduce: AllReduce | None = None,
         grad_scale: float = 1.0,
     ):
         self.model = model
-        self.options = options
+        self.options = config or PruningConfig()
+        weight = self.options.kurtosis_weight if self.options.kurtosis_enabled else 0.0
+        self.salience = salience or OutlierAwareSalience(weight)
         self.family: ModelFamily = family_for(model)
         inventory = self.family.inventory(model)
         self.initial_params = inventory.prunable_params()
@@ -95,7 +77,7 @@ class Pruner:
         self.hooks = install_masks(model, self.family, self.masks)
         self.collector = SalienceCollector(allreduce=allreduce, grad_scale=grad_scale)
         self.hooks.observer = self.collector
-        self.scores = ScoreAverage(beta=options.momentum_salience)
+        self.scores = ScoreAverage(beta=self.options.momentum_salience)
 
     def inventory(self):
         """The model's current block inventory."""
@@ -116,14 +98,8 @@ class Pruner:
         totals = self.collector.totals()
         if not totals:
             return None
-        inv = self.inventory()
         width = self.family.head_unit(self.model).qo
-        scores = block_scores(totals, inv.heads, inv.neurons, inv.hidden, width)
-        if self.options.use_kurtosis and self.options.kurtosis_weight > 0:
-            scores = add_outlier_terms(
-                scores, totals, self._outlier_weights(), width, self.options.kurtosis_weight
-            )
-        return scores
+        return self.salience(BatchObservation(totals, self.inventory(), width, self._outlier_weights))
 
     @torch.no_grad()
     def _outlier_weights(self) -> OutlierWeights:
@@ -184,19 +160,19 @@ class Pruner:
         """Move every mask one step toward its target."""
         self.masks.step(self.options.mask_decay_rate)
 
-    def shrink(self, optimizer: torch.optim.Optimizer | None = None, align: bool = True) -> Cut | None:
-        """Physically remove blocks whose mask and target are both 0.
-
-        With `align`, a few of them may stay so that the physical widths remain multiples of
-        `options.align`. Call it between steps (the collector's sums are per-shape and dropped).
-        Returns the cut (plan and slice records, for other copies of the weights to follow), or
-        None when nothing was cut.
-        """
+    def removable(self, align: bool = True) -> MaskPlan | None:
+        """The keep-plan that removes the blocks whose mask and target are both 0 (None when there is
+        none). With `align`, a few of them may stay so that the physical widths remain multiples of
+        `options.align`."""
         plan = self.masks.hard_zero_plan()
         if align:
             plan = self._aligned(plan)
-        if all(bool(k.all()) for k in [*plan.heads, *plan.neurons, plan.hidden]):
-            return None
+        return None if keeps_all(plan) else plan
+
+    def cut(self, plan: MaskPlan, optimizer: torch.optim.Optimizer | None = None) -> Cut:
+        """Physically remove every block `plan` does not keep: weights, `optimizer` state, masks and
+        smoothed scores alike. Call it between steps (the collector's per-shape sums are dropped).
+        Returns the cut, for other copies of the weights to follow."""
         records = shrink_model(self.model, plan, self.family)
         if optimizer is not None:
             slice_optimizer_state(optimizer, records)
@@ -204,6 +180,26 @@ class Pruner:
         self.scores.keep(plan)
         self.collector.reset()
         return Cut(plan, records)
+
+    def shrink(self, optimizer: torch.optim.Optimizer | None = None, align: bool = True) -> Cut | None:
+        """Cut the removable blocks (see `removable`); None when nothing was cut."""
+        plan = self.removable(align)
+        return None if plan is None else self.cut(plan, optimizer)
+
+    def state_dict(self) -> dict[str, object]:
+        """The pruning state a checkpoint holds: initial size, masks and smoothed scores (the
+        collector holds nothing between steps)."""
+        return {
+            "initial_params": self.initial_params,
+            "masks": self.masks.state_dict(),
+            "scores": self.scores.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Take the state of `state_dict()`; the model must already have the state's shapes."""
+        self.initial_params = state["initial_params"]
+        self.masks.load_state_dict(state["masks"])
+        self.scores.load_state_dict(state["scores"])
 
     def _aligned(self, plan: MaskPlan) -> MaskPlan:
         """Keep a few extra hard-zero blocks so every physical FFN width and the hidden size stay
@@ -219,20 +215,29 @@ class Pruner:
             params=plan.params,
         )
 
+    def harden(self) -> None:
+        """Set every mask to its 0/1 target at once."""
+        m = self.masks
+        m.set_hard(
+            MaskPlan(
+                heads=[t > 0.5 for t in m.heads_target],
+                neurons=[t > 0.5 for t in m.neurons_target],
+                hidden=m.hidden_target > 0.5,
+                params=-1,
+            )
+        )
+
     def finalize(self, optimizer: torch.optim.Optimizer | None = None) -> Cut | None:
         """Make the targets hard, remove their blocks, and take the hooks off the model."""
-        self.masks.set_hard(self._target_plan())
+        self.harden()
         cut = self.shrink(optimizer, align=False)  # exactly the (aligned) targets: no zero block may stay
         self.hooks.remove()
         return cut
 
-    def _target_plan(self) -> MaskPlan:
-        return MaskPlan(
-            heads=[t > 0.5 for t in self.masks.heads_target],
-            neurons=[t > 0.5 for t in self.masks.neurons_target],
-            hidden=self.masks.hidden_target > 0.5,
-            params=-1,
-        )
+
+def keeps_all(plan: MaskPlan) -> bool:
+    """True when `plan` keeps every block (a cut by it would change nothing)."""
+    return all(bool(k.all()) for k in [*plan.heads, *plan.neurons, plan.hidden])
 
 
 def _round_up(keep: torch.Tensor, align: int) -> torch.Tensor:

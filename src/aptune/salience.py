@@ -12,17 +12,22 @@ for the columns J of a head's or neuron's output projection, and for a hidden di
 column j of every linear that reads the residual stream inside the layers (a per-dimension scale
 does not change a kurtosis). The per-batch scores are smoothed every step by an exponential moving
 average (`ScoreAverage`).
+
+The score is pluggable: the `Pruner` calls a `BlockSalience` with one batch's `BatchObservation`
+(as Torch-Pruning calls an `Importance`). `OutlierAwareSalience` is APT's; a user may pass any
+callable with the same signature.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
+from .blocks import BlockInventory, BlockScores, MaskPlan
 from .masks import SiteKey
-from .search import BlockScores, MaskPlan
 
 AllReduce = Callable[[torch.Tensor], torch.Tensor]
 """Sums a tensor across processes (identity in a single process)."""
@@ -213,6 +218,44 @@ def add_outlier_terms(
     return BlockScores(heads=heads, neurons=neurons, hidden=hidden)
 
 
+@dataclass(frozen=True)
+class BatchObservation:
+    """What a salience score may read about one batch.
+
+    totals: the batch's |H| and |dL/dH| sums per mask site (`SalienceCollector.totals()`);
+    inventory: the model's current block counts; head_width: channels per head at the head sites;
+    weights: builds the `OutlierWeights` of the current model on demand (they cost a pass over
+    the weights, so a score that does not need them never calls it).
+    """
+
+    totals: dict[SiteKey, SiteTotals]
+    inventory: BlockInventory
+    head_width: int
+    weights: Callable[[], OutlierWeights]
+
+
+class BlockSalience(Protocol):
+    """A salience score: one batch's observation -> a score for every block (higher = keep)."""
+
+    def __call__(self, batch: BatchObservation) -> BlockScores: ...
+
+
+@dataclass(frozen=True)
+class OutlierAwareSalience:
+    """APT's score: activation x gradient per batch, plus `kurtosis_weight * sqrt(Kurt(O))` when the
+    weight is positive (0 gives plain activation-gradient salience)."""
+
+    kurtosis_weight: float = 1.0
+
+    def __call__(self, batch: BatchObservation) -> BlockScores:
+        """Score every block of `batch`."""
+        inv, width = batch.inventory, batch.head_width
+        scores = block_scores(batch.totals, inv.heads, inv.neurons, inv.hidden, width)
+        if self.kurtosis_weight <= 0:
+            return scores
+        return add_outlier_terms(scores, batch.totals, batch.weights(), width, self.kurtosis_weight)
+
+
 def _outlier(t: SiteTotals | None, w: torch.Tensor, block: int) -> torch.Tensor:
     if t is None or t.tokens == 0:
         return torch.zeros(w.shape[1] // block)
@@ -254,6 +297,18 @@ class ScoreAverage:
         else:
             self.value = _blend(self.value, scores, 1 - 1 / self.steps if mean else self.beta)
         return self.value
+
+    def state_dict(self) -> dict[str, object]:
+        """The average (tensors, or None before the first batch) and the batch count."""
+        v = self.value
+        scores = None if v is None else {"heads": v.heads, "neurons": v.neurons, "hidden": v.hidden}
+        return {"value": scores, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Take the average and the batch count from `state`."""
+        v = state["value"]
+        self.value = None if v is None else BlockScores(v["heads"], v["neurons"], v["hidden"])
+        self.steps = state["steps"]
 
     def keep(self, plan: MaskPlan) -> None:
         """Drop the entries of blocks that were physically removed."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +21,10 @@ from safetensors.torch import load_model, save_file
 from torch import nn
 
 from .adapter import AptLinear, merge_adapters
+from .atomic import staged_file, write_json, write_text
+from .blocks import BlockInventory, MaskPlan
 from .errors import AptuneError
 from .families import ModelFamily, family_for
-from .search import BlockInventory, MaskPlan
 
 FORMAT = "aptune.pruned"
 FORMAT_VERSION = 1
@@ -220,13 +220,6 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Merge adapters and write `model.safetensors`, `config.json` and `aptune.json` to `directory`.
 
@@ -246,11 +239,9 @@ def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict |
     inventory = family.inventory(model)
     shapes = shapes_dict(model, family)
     model.config.aptune["shapes"] = shapes
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
-    os.close(fd)
-    save_weights(model, tmp)
-    os.replace(tmp, out / WEIGHTS_NAME)
-    _atomic_write_text(out / "config.json", model.config.to_json_string())
+    with staged_file(out / WEIGHTS_NAME) as tmp:
+        save_weights(model, tmp)
+    write_text(out / "config.json", model.config.to_json_string())
     meta = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -262,7 +253,7 @@ def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict |
         "total_params": sum(p.numel() for p in model.parameters()),
         "metadata": metadata or {},
     }
-    _atomic_write_text(out / META_NAME, json.dumps(meta, indent=2))
+    write_json(out / META_NAME, meta)
     return out
 
 

@@ -82,3 +82,17 @@ class BestWeights:
     def clear(self) -> None:
         """Drop the snapshot and the score."""
         self.snapshot, self.score = None, None
+
+    def state_dict(self) -> dict[str, object]:
+        """The snapshot's values (None when none is held) and its score."""
+        return {"values": None if self.snapshot is None else self.snapshot.values, "score": self.score}
+
+    def load_state_dict(self, state: dict[str, object], params: list[nn.Parameter]) -> None:
+        """Hold `state`'s values as a snapshot of `params` (moved to their device), and its score."""
+        values = state["values"]
+        self.snapshot = (
+            None
+            if values is None
+            else WeightSnapshot(list(params), [v.to(p.device) for v, p in zip(values, params, strict=True)])
+        )
+        self.score = state["score"]

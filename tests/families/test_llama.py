@@ -2,10 +2,11 @@ import pytest
 import torch
 import transformers
 
+from aptune.blocks import MaskPlan
+from aptune.config import PruningConfig
 from aptune.families import LLAMA, family_for
 from aptune.masks import MaskState, install_masks
-from aptune.pruner import PruneOptions, Pruner
-from aptune.search import MaskPlan
+from aptune.pruner import Pruner
 from aptune.shrink import is_stock, load_pruned, save_pruned, shrink_model
 
 from ..conftest import DECODERS, needs_smollm2, tiny_batch, tiny_model
@@ -87,7 +88,7 @@ def _observe(model, pruner, batches):
 
 def _uniform_prune(model, batches, retain):
     """Plan with uniform layers from salience, make it hard and cut it out; returns masked logits."""
-    pruner = Pruner(model, PruneOptions(align=8, uniform_layers=True, mask_decay_rate=1.0))
+    pruner = Pruner(model, PruningConfig(align=8, uniform_layers=True, mask_decay_rate=1.0))
     _observe(model, pruner, batches)
     plan = pruner.replan(retain)
     pruner.decay()
@@ -202,7 +203,7 @@ def test_smollm2_hard_masks_equal_shrunk_and_reload(smollm2, smollm2_batch, tmp_
 @needs_smollm2
 def test_smollm2_uniform_export_loads_with_stock_transformers(smollm2, smollm2_batch, tmp_path):
     batch = {**smollm2_batch, "labels": smollm2_batch["input_ids"]}
-    pruner = Pruner(smollm2, PruneOptions(align=8, uniform_layers=True, mask_decay_rate=1.0))
+    pruner = Pruner(smollm2, PruningConfig(align=8, uniform_layers=True, mask_decay_rate=1.0))
     smollm2(**batch).loss.backward()
     pruner.fold_batch()
     plan = pruner.replan(0.7)

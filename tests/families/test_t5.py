@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from aptune.adapter import attach_adapters
+from aptune.blocks import MaskPlan
 from aptune.families import T5, family_for
 from aptune.masks import MaskState, install_masks
-from aptune.search import MaskPlan
 from aptune.shrink import is_stock, load_pruned, save_pruned, shrink_model
 
 from ..conftest import SEQ2SEQ, feed_decoder, tiny_batch, tiny_model

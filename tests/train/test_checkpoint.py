@@ -78,6 +78,7 @@ def _resume_from(run, step: int, tmp_path):
     return resume(copy, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["tiny_model_dir", "tiny_t5_dir"])
 def test_resume_after_a_shrink_equals_the_uninterrupted_run(fixture, request, tmp_path):
     model_dir = request.getfixturevalue(fixture)
@@ -85,8 +86,8 @@ def test_resume_after_a_shrink_equals_the_uninterrupted_run(fixture, request, tm
     full = train(_cfg(model_dir, *extra), tmp_path / "run", progress=False)
     steps = sorted(int(p.name[5:]) for p in (tmp_path / "run" / "checkpoints").glob("step-*"))
     assert steps == list(range(1, 12))  # every step but the last (the export follows it)
-    shrunk = next(s for s in steps if read_state(tmp_path / "run" / "checkpoints" / f"step-{s:06d}")["shapes"]
-                  != full.metrics["initial_shapes"])  # fmt: skip
+    saved = {s: read_state(tmp_path / "run" / "checkpoints" / f"step-{s:06d}")["run"] for s in steps}
+    shrunk = next(s for s in steps if saved[s]["shapes"] != full.metrics["initial_shapes"])
     again = _resume_from(tmp_path / "run", shrunk, tmp_path)
     assert _digest(again.model_dir / "model.safetensors") == _digest(full.model_dir / "model.safetensors")
     assert again.metrics["test"] == full.metrics["test"] and again.metrics["shapes"] == full.metrics["shapes"]
@@ -109,8 +110,8 @@ def test_rotation_keeps_the_newest_and_never_follows_links(tiny_model_dir, tmp_p
         "state.safetensors",
         "state.json",
     }
-    (run / "checkpoints" / ".tmp-step-000012-abc").mkdir()
-    assert [p.name for p in remove_partial(run)] == [".tmp-step-000012-abc"]
+    (run / "checkpoints" / ".step-000012.tmp-abc").mkdir()
+    assert [p.name for p in remove_partial(run)] == [".step-000012.tmp-abc"]
     assert latest_checkpoint(run).name == "step-000011"
 
 

@@ -12,8 +12,9 @@ from aptune.config import AptuneConfig, apply_overrides
 from aptune.growth import adapter_params
 from aptune.schedule import tuning_budget
 from aptune.train.data import batches
-from aptune.train.loop import AptRun, load_model
-from aptune.train.objective import load_objective
+from aptune.train.run import AptRun
+from aptune.train.setup import load_model
+from aptune.train.tasks import load_objective
 
 from ..conftest import needs_minilm, needs_scattertext
 
@@ -78,15 +79,15 @@ def test_teacher_is_sliced_with_the_model_not_taken_again(tiny_model_dir):
     _scripted(run, [0.5, 0.6, 0.1, 0.1, 0.1])  # the teacher of step 8 stays
     _steps(run, 0, 8)
     teacher = run.teacher.snapshot
-    enc = run._batch(run.objective.splits["validation"][:8])
+    enc = run.encode(run.objective.splits["validation"][:8])
     enc.pop("labels")
     shrink, around_cuts = run.shrink, []
 
     def shrink_between_teacher_passes() -> bool:
-        before = run._teacher(enc).logits
+        before = run.teacher_outputs(enc).logits
         cut = shrink()
         if cut:
-            around_cuts.append((before, run._teacher(enc).logits))
+            around_cuts.append((before, run.teacher_outputs(enc).logits))
         return cut
 
     run.shrink = shrink_between_teacher_passes

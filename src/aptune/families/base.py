@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..search import BlockInventory
+from ..blocks import BlockInventory
 
 
 @dataclass

