@@ -1,6 +1,7 @@
 """The lm-evaluation-harness integration of `aptune.api` (lm-eval itself is optional)."""
 
 import json
+import subprocess
 import sys
 import types
 
@@ -8,16 +9,16 @@ import pytest
 import torch
 import transformers
 
-from aptune.api import evaluate_model, run_lm_eval
+from aptune.api import evaluate_model, is_path_like, run_lm_eval
 from aptune.blocks import MaskPlan
 from aptune.cli import main
 from aptune.errors import AptuneError
 from aptune.families import family_for
 from aptune.shrink import load_pruned, save_pruned, shrink_model
-from aptune.train.data import Example, read_text_blocks
+from aptune.train.data import DataError, Example, read_text_blocks
 from aptune.train.tasks import evaluate_classifier, perplexity
 
-from .conftest import needs_minilm
+from .conftest import needs_minilm, write_csv
 
 pytestmark = needs_minilm
 
@@ -75,6 +76,15 @@ def test_public_api_exports_the_decoder_helpers():
     assert aptune.run_lm_eval is run_lm_eval and callable(aptune.is_stock)
 
 
+def test_import_aptune_loads_no_torch_and_keeps_train_a_function():
+    code = (
+        "import sys, aptune; heavy = {'torch', 'transformers'} & set(sys.modules); "
+        "import aptune.train.loop; print(sorted(heavy), callable(aptune.train), aptune.predict.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "True", "aptune.api"]
+
+
 def test_missing_lm_eval_names_the_install_command(pruned_llama_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval", None)
     with pytest.raises(AptuneError, match=r"pip install 'lm-eval\[hf\]'"):
@@ -108,6 +118,15 @@ def test_classifier_is_refused(tmp_path, fake_lm_eval):
         run_lm_eval(tmp_path / "m", ["arc_easy"])
 
 
+def test_classifier_is_refused_for_its_type_before_lm_eval_is_needed(tmp_path, monkeypatch):
+    from .conftest import tiny_model
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # not installed
+    save_pruned(tiny_model("bert"), tmp_path / "m")
+    with pytest.raises(AptuneError, match=r"does not hold an exported causal LM \(architecture Bert"):
+        run_lm_eval(tmp_path / "m", ["arc_easy"])
+
+
 def _export(model_dir, out, metadata) -> str:
     """A fresh copy of the tiny model in `model_dir`, exported with `metadata` and its tokenizer."""
     if "objective" in metadata:
@@ -127,6 +146,42 @@ def test_evaluate_model_scores_a_classifier_export_as_its_objective(tiny_model_d
     model, tokenizer = load_pruned(out), transformers.AutoTokenizer.from_pretrained(out)
     examples = [Example(t, int(y[-1])) for t, y in rows]
     assert metrics == evaluate_classifier(model, tokenizer, examples, 2, 16) and metrics["n"] == 3
+
+
+def test_majority_baseline_follows_accuracy_when_asked(tiny_model_dir, tmp_path):
+    out = _export(tiny_model_dir, tmp_path / "m", {"task": "reviews", "max_length": 16})
+    rows = [("a witty film", "LABEL_1"), ("dull", "LABEL_0"), ("flat jokes", "LABEL_0")]
+    data = write_csv(tmp_path / "d.csv", rows)
+    plain = evaluate_model(out, data, batch_size=2)
+    metrics = evaluate_model(out, data, batch_size=2, majority_baseline=True)
+    keys = list(metrics)
+    assert keys[keys.index("accuracy") + 1] == "majority_baseline"
+    assert metrics.pop("majority_baseline") == pytest.approx(2 / 3) and metrics == plain
+
+
+@pytest.mark.parametrize(
+    ("data", "path_like"),
+    [
+        ("test.csv", True),
+        ("data/dev.JSONL", True),
+        ("./reviews", True),
+        ("/tmp/x", True),
+        ("~/x", True),
+        ("rotten_tomatoes", False),
+        ("imdb", False),
+        ("glue/sst2", False),
+        ("owner/name/config", False),
+    ],
+)
+def test_eval_data_is_a_file_by_extension_or_leading_path_character(data, path_like):
+    assert is_path_like(data) is path_like
+
+
+def test_a_missing_data_file_is_reported_before_the_model_is_loaded(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    message = r"--data: file not found: 'test.csv'; fix the path in --data \(relative paths start at"
+    with pytest.raises(DataError, match=message):
+        evaluate_model(tmp_path / "no-model", "test.csv")
 
 
 def test_evaluate_model_reports_perplexity_of_a_causal_lm_export(tiny_llama_dir, tmp_path):

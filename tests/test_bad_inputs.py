@@ -16,8 +16,9 @@ import transformers
 import yaml
 
 from aptune.cli import EXIT_BAD_INPUT, main
+from aptune.shrink import save_pruned
 
-from .conftest import needs_minilm, needs_scattertext, write_csv
+from .conftest import needs_minilm, needs_scattertext, tiny_model, write_csv
 
 DOC = Path(__file__).parents[1] / "docs" / "bad-inputs.md"
 CONFIG = str(Path(__file__).parents[1] / "configs" / "minilm-rotten-tomatoes.yaml")
@@ -34,6 +35,11 @@ def _data(tmp: Path, name: str, rows=ROWS, header=("text", "label")) -> str:
 
 def _file(tmp: Path, name: str, text: str) -> str:
     (tmp / name).write_text(text, encoding="utf-8")
+    return str(tmp / name)
+
+
+def _bytes(tmp: Path, name: str, data: bytes) -> str:
+    (tmp / name).write_bytes(data)
     return str(tmp / name)
 
 
@@ -93,6 +99,23 @@ def _existing_output(tmp: Path) -> list[str]:
     return _train(tmp, "train.max_steps=2")
 
 
+def _export(tmp: Path, ctx: dict) -> str:
+    """A copy of the tiny run's exported classifier."""
+    shutil.copytree(ctx["run"] / "model", tmp / "model")
+    return str(tmp / "model")
+
+
+def _other_export(tmp: Path, ctx: dict, kind: str, metadata: dict) -> str:
+    """A tiny `kind` model exported with `metadata` and the tiny run's tokenizer."""
+    out = save_pruned(tiny_model(kind), tmp / kind, metadata)
+    transformers.AutoTokenizer.from_pretrained(ctx["tiny"]).save_pretrained(out)
+    return str(out)
+
+
+def _eval(ctx: dict, data: str, *flags: str) -> list[str]:
+    return ["eval", str(ctx["run"] / "model"), "--data", data, *flags]
+
+
 def _damaged_model_dir(tmp: Path) -> list[str]:
     (tmp / "model").mkdir()
     (tmp / "model" / "aptune.json").write_text('{"format": "aptune.pruned", "version": 1')
@@ -140,6 +163,33 @@ SCENARIOS: dict[str, Callable[[Path, dict], list[str]]] = {
     "num-labels-mismatch": lambda tmp, ctx: _train(tmp, "model.num_labels=3", "data.max_train_samples=8"),
     "model-dir-not-aptune": lambda tmp, ctx: ["eval", str(tmp), "--data", "rotten_tomatoes"],
     "model-dir-damaged": lambda tmp, ctx: _damaged_model_dir(tmp),
+    # aptune eval, predict and lm-eval
+    "eval-data-missing": lambda tmp, ctx: _eval(ctx, str(tmp / "test.csv")),
+    "eval-data-unknown": lambda tmp, ctx: _eval(ctx, "not a dataset"),
+    "eval-column-missing": lambda tmp, ctx: _eval(ctx, _data(tmp, "t.csv", header=("sentence", "label"))),
+    "eval-output-folder-missing": lambda tmp, ctx: _eval(
+        ctx, _data(tmp, "t.csv"), "--output", str(tmp / "missing" / "x.json")
+    ),
+    "eval-output-is-folder": lambda tmp, ctx: _eval(ctx, _data(tmp, "t.csv"), "--output", str(tmp)),
+    "predict-no-texts": lambda tmp, ctx: ["predict", _export(tmp, ctx)],
+    "predict-file-missing": lambda tmp, ctx: ["predict", _export(tmp, ctx), "--file", str(tmp / "texts.txt")],
+    "predict-file-not-utf8": lambda tmp, ctx: [
+        "predict",
+        _export(tmp, ctx),
+        "--file",
+        _bytes(tmp, "texts.txt", b"caf\xe9\n"),
+    ],
+    "predict-causal-lm": lambda tmp, ctx: [
+        "predict",
+        _other_export(tmp, ctx, "llama", {"objective": "CausalLm", "choices": None}),
+        "a text",
+    ],
+    "predict-pair-classifier": lambda tmp, ctx: [
+        "predict",
+        _other_export(tmp, ctx, "bert", {"objective": "Classification", "is_pair": True}),
+        "a text",
+    ],
+    "lm-eval-classifier": lambda tmp, ctx: ["lm-eval", _export(tmp, ctx), "--tasks", "arc_easy"],
     # checkpoints and resuming
     "resume-not-a-run": lambda tmp, ctx: ["train", "--resume", str(tmp)],
     "resume-no-checkpoint": _no_checkpoints,

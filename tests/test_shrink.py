@@ -1,3 +1,6 @@
+import json
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -6,7 +9,14 @@ from aptune.adapter import attach_adapters
 from aptune.blocks import MaskPlan
 from aptune.families import family_for
 from aptune.masks import MaskState, install_masks
-from aptune.shrink import ModelDirError, load_pruned, save_pruned, shrink_model, slice_optimizer_state
+from aptune.shrink import (
+    ModelDirError,
+    load_pruned,
+    portable_name,
+    save_pruned,
+    shrink_model,
+    slice_optimizer_state,
+)
 
 from .conftest import feed_decoder, needs_minilm, tiny_batch, tiny_model
 
@@ -94,6 +104,67 @@ def test_save_load_reproduces_logits(kind, tmp_path):
     scale = float(shrunk.detach().abs().max())  # merged adapters round differently; T5 v1.1 logits are large
     torch.testing.assert_close(loaded(**batch).logits, shrunk, rtol=1e-5, atol=1e-6 * scale)
     assert family_for(loaded).inventory(loaded) == family_for(model).inventory(model)
+
+
+def _strings(value):
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_export_config_names_the_model_class_and_no_local_path(kind, tmp_path):
+    model = tiny_model(kind)
+    model.config._name_or_path = str(tmp_path / "base-model")  # as from_pretrained on a local folder
+    model.config.architectures = ["BertModel"]  # as a backbone's hub config says
+    shrink_model(model, _random_plan(family_for(model).inventory(model), seed=7))
+    save_pruned(model, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    base = config["aptune"]["base_config"]
+    assert config["architectures"] == base["architectures"] == [type(model).__name__]
+    assert base["_name_or_path"] == "base-model"
+    for name in ("config.json", "aptune.json"):
+        text = (tmp_path / "m" / name).read_text()
+        assert str(tmp_path) not in text
+        assert not [s for s in _strings(json.loads(text)) if os.path.isabs(s)]
+
+
+def test_load_reads_exports_whose_config_holds_plain_global_fields(tmp_path):
+    """Exports written before `PER_LAYER_NOTE` carry the real model type and the widest layer's shapes."""
+    model = tiny_model("bert")
+    shrink_model(model, _random_plan(family_for(model).inventory(model), seed=7))
+    save_pruned(model, tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **model.config.to_diff_dict()}))
+    loaded = load_pruned(tmp_path / "m")
+    torch.testing.assert_close(loaded(**tiny_batch()).logits, model(**tiny_batch()).logits)
+
+
+@pytest.mark.parametrize(
+    ("name", "portable"),
+    [
+        ("google-bert/bert-base-uncased", "google-bert/bert-base-uncased"),
+        ("t5-small", "t5-small"),
+        ("/home/someone/models/minilm", "minilm"),
+        ("~/models/minilm/", "minilm"),
+        ("C:\\models\\minilm", "minilm"),
+        ("", ""),
+    ],
+)
+def test_portable_name_keeps_hub_ids_and_cuts_local_paths(name, portable):
+    assert portable_name(name) == portable
+
+
+def test_portable_name_cuts_an_existing_relative_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "minilm").mkdir(parents=True)
+    assert portable_name("models/minilm") == "minilm"
 
 
 def test_load_rejects_non_aptune_directory(tmp_path):

@@ -5,65 +5,80 @@ cfg = aptune.load_config("configs/minilm-rotten-tomatoes.yaml")
 result = aptune.train(cfg, "runs/demo")            # fine-tune + prune + export
 aptune.resume("runs/demo")                         # continue a killed run from its checkpoint
 model = aptune.load_pruned(result.model_dir)       # the smaller dense model
+
+Each public name is imported from its module on first use, so `import aptune` (and the `aptune`
+command's `--help` and `--version`) does not load torch or transformers.
 """
 
-from .adapter import AptLinear, attach_adapters, merge_adapters
-from .api import evaluate_model, load_model_dir, model_info, run_lm_eval
-from .blocks import MaskPlan
-from .config import (
-    AptuneConfig,
-    ConfigError,
-    PruningConfig,
-    apply_overrides,
-    describe_options,
-    load_config,
-    save_config,
-)
-from .errors import AptuneError
-from .families import family_for
-from .pruner import Pruner
-from .salience import OutlierAwareSalience
-from .search import PlanError, plan_masks
-from .shrink import ModelDirError, is_stock, load_pruned, save_pruned, shrink_model
-from .train.checkpoint import CheckpointError
-from .train.data import DataError
-from .train.loop import RunResult, SetupError, TrainingError, resume, train
+from __future__ import annotations
+
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AptLinear",
-    "AptuneConfig",
-    "AptuneError",
-    "CheckpointError",
-    "ConfigError",
-    "DataError",
-    "MaskPlan",
-    "ModelDirError",
-    "OutlierAwareSalience",
-    "PlanError",
-    "Pruner",
-    "PruningConfig",
-    "RunResult",
-    "SetupError",
-    "TrainingError",
-    "__version__",
-    "apply_overrides",
-    "attach_adapters",
-    "describe_options",
-    "evaluate_model",
-    "family_for",
-    "is_stock",
-    "load_config",
-    "load_model_dir",
-    "load_pruned",
-    "merge_adapters",
-    "model_info",
-    "plan_masks",
-    "resume",
-    "run_lm_eval",
-    "save_config",
-    "save_pruned",
-    "shrink_model",
-    "train",
-]
+_EXPORTS = {
+    "AptLinear": "adapter",
+    "attach_adapters": "adapter",
+    "merge_adapters": "adapter",
+    "evaluate_model": "api",
+    "load_model_dir": "api",
+    "model_info": "api",
+    "predict": "api",
+    "run_lm_eval": "api",
+    "MaskPlan": "blocks",
+    "AptuneConfig": "config",
+    "ConfigError": "config",
+    "PruningConfig": "config",
+    "apply_overrides": "config",
+    "describe_options": "config",
+    "load_config": "config",
+    "save_config": "config",
+    "AptuneError": "errors",
+    "family_for": "families",
+    "Pruner": "pruner",
+    "OutlierAwareSalience": "salience",
+    "PlanError": "search",
+    "plan_masks": "search",
+    "ModelDirError": "shrink",
+    "is_stock": "shrink",
+    "load_pruned": "shrink",
+    "save_pruned": "shrink",
+    "shrink_model": "shrink",
+    "CheckpointError": "train.checkpoint",
+    "DataError": "train.data",
+    "RunResult": "train.loop",
+    "SetupError": "train.loop",
+    "TrainingError": "train.loop",
+    "resume": "train.loop",
+    "train": "train.loop",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name from its module on first use (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+class _Package(types.ModuleType):
+    """The `aptune` module. Importing a submodule binds it as an attribute of its package; the
+    public function `aptune.train` keeps its name when the subpackage `aptune.train` is imported."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,4 +1,5 @@
-"""`aptune` command line: train, eval, info, options. Thin: every command calls the public API."""
+"""`aptune` command line: train, eval, predict, lm-eval, info, options. Thin: every command calls the
+public API, imported inside the command so that `aptune --help` and `--version` load no torch."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import __version__
+from .atomic import write_text
+
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+COUNTS = ("n", "tokens")
+"""Metrics that count examples or tokens: printed as integers."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,10 +27,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="aptune",
         description="Adaptive Pruning and Tuning: fine-tune a pretrained model while pruning it.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="fine-tune and prune a model as configured")
-    train.add_argument("config", nargs="?", help="YAML or JSON config file (see configs/)")
+    train.add_argument(
+        "config", nargs="?", help="YAML or JSON config file (see configs/); may also follow the --set values"
+    )
     train.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -52,7 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate an exported model on labelled data")
     ev.add_argument("model_dir", help="the model/ directory written by `aptune train`")
     ev.add_argument(
-        "--data", required=True, help="a CSV / TSV / JSONL file, 'rotten_tomatoes', or a hub dataset"
+        "--data",
+        required=True,
+        help="a CSV / TSV / JSON / JSONL / text file, 'rotten_tomatoes', or a hub dataset such as glue/sst2; "
+        "a value ending in .csv, .tsv, .json, .jsonl or .txt, or starting with '.', '/' or '~', is a file",
     )
     ev.add_argument(
         "--split", default="test", choices=["train", "validation", "test"], help="split of a named task"
@@ -62,7 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--label-column", default="label")
     ev.add_argument("--target-column", default="target", help="seq2seq text pairs: the target column")
     ev.add_argument("--batch-size", type=int, default=64)
-    ev.add_argument("--output", help="metrics JSON path (default: MODEL_DIR/../eval-<data>-<split>.json)")
+    ev.add_argument(
+        "--output",
+        help="metrics JSON path in an existing folder (default: MODEL_DIR/../eval-<data>-<split>.json)",
+    )
+
+    pr = sub.add_parser("predict", help="label texts with an exported classifier")
+    pr.add_argument("model_dir", help="the model/ directory written by `aptune train`")
+    pr.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label")
+    pr.add_argument("--file", help="a UTF-8 text file with one text per line (blank lines are skipped)")
+    pr.add_argument("--batch-size", type=int, default=32)
 
     lm = sub.add_parser("lm-eval", help="run lm-evaluation-harness tasks on an exported causal LM")
     lm.add_argument("model_dir", help="the model/ directory written by `aptune train`")
@@ -73,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     lm.add_argument("--limit", type=float, default=None, help="examples per task (a fraction if < 1)")
     lm.add_argument("--num-fewshot", type=int, default=None)
     lm.add_argument("--device", default="cpu")
-    lm.add_argument("--output", help="results JSON path (default: MODEL_DIR/../lm-eval.json)")
+    lm.add_argument(
+        "--output", help="results JSON path in an existing folder (default: MODEL_DIR/../lm-eval.json)"
+    )
 
     info = sub.add_parser("info", help="show the per-layer shapes and parameter counts of a model")
     info.add_argument("model_dir")
@@ -86,6 +111,46 @@ class UsageError(Exception):
     """A command line that combines options which do not go together."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C stopped a run; the message says whether and how it can be continued."""
+
+
+def _config_after_set(args: argparse.Namespace) -> None:
+    """`--set` takes every value up to the next flag, so `aptune train --set k=v CONFIG` parses
+    CONFIG as an override: when no CONFIG was given, the one override that is a config file name
+    (no '=', ending in .yaml, .yml or .json) becomes the CONFIG."""
+    if args.config is not None:
+        return
+    files = [v for v in args.set if "=" not in v and v.lower().endswith(CONFIG_SUFFIXES)]
+    if len(files) == 1:
+        args.config = files[0]
+        args.set.remove(files[0])
+
+
+def _interrupted(out: Path) -> Interrupted:
+    """What to tell a user who stopped the run writing to `out`."""
+    from .train.checkpoint import latest_checkpoint
+
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None:
+        return Interrupted(
+            f"interrupted; {out} has no checkpoint to resume from "
+            "(train.checkpoint_every=N writes one every N steps)"
+        )
+    step = int(checkpoint.name.removeprefix("step-"))
+    return Interrupted(
+        f"interrupted; resume from the checkpoint at step {step} with: aptune train --resume {out}"
+    )
+
+
+def _until_interrupted(out: Path, run, *args, **kwargs):
+    """`run(*args, **kwargs)`, with Ctrl-C turned into :class:`Interrupted` for the run in `out`."""
+    try:
+        return run(*args, **kwargs)
+    except KeyboardInterrupt:
+        raise _interrupted(out) from None
+
+
 def _run_training(args: argparse.Namespace):
     from .config import apply_overrides, load_config
     from .train.loop import resume, train
@@ -95,14 +160,15 @@ def _run_training(args: argparse.Namespace):
         if args.config is None:
             raise UsageError("give a CONFIG file to start a run, or --resume RUN_DIR to continue one")
         cfg = apply_overrides(load_config(args.config), args.set)
-        return train(cfg, args.output_dir, overwrite=args.overwrite, progress=progress)
+        out = Path(args.output_dir or cfg.train.output_dir)
+        return _until_interrupted(out, train, cfg, out, overwrite=args.overwrite, progress=progress)
     extra = [flag for flag, given in (("CONFIG", args.config), ("--set", args.set),
              ("--output-dir", args.output_dir), ("--overwrite", args.overwrite)) if given]  # fmt: skip
     if extra:
         raise UsageError(
             f"--resume continues a run with its own config.yaml and output directory; drop {', '.join(extra)}"
         )
-    return resume(args.resume, progress=progress)
+    return _until_interrupted(Path(args.resume), resume, args.resume, progress=progress)
 
 
 def _launch(args: argparse.Namespace) -> int:
@@ -116,7 +182,10 @@ def _launch(args: argparse.Namespace) -> int:
     argv += ["--output-dir", args.output_dir] if args.output_dir else []
     flags = (("--overwrite", args.overwrite), ("--no-progress", args.no_progress))
     argv += [flag for flag, on in flags if on]
-    return subprocess.run(argv, check=False).returncode
+    try:
+        return subprocess.run(argv, check=False).returncode
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED  # the main process of the run reports where it stopped
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -150,23 +219,107 @@ def eval_output(model_dir: str, data: str, split: str) -> Path:
     return Path(model_dir).resolve().parent / f"eval-{safe}-{split}.json"
 
 
+def _output_file(given: str | None, default: Path) -> Path:
+    """Where a command writes its JSON: `default`, or the `--output` file, whose folder must exist
+    (checked before the command does its work)."""
+    if given is None:
+        return default
+    path = Path(given)
+    if path.is_dir():
+        raise UsageError(
+            f"--output '{given}' is a folder; give a file path such as '{path / 'metrics.json'}'"
+        )
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"--output: folder '{path.parent}' does not exist; create it first or choose another --output"
+        )
+    return path
+
+
+_EVAL_PHRASES = {
+    "set data.train_file (and data.validation_file, data.test_file)": "pass one with --data",
+    "use local files via data.train_file": "use a local file via --data",
+    "fix data.task or set data.train_file to a local file": "fix --data or give a local file",
+}
+_EVAL_FLAGS = {
+    "text_column": "--text-column",
+    "text_pair_column": "--text-pair-column",
+    "label_column": "--label-column",
+    "target_column": "--target-column",
+    "train_file": "--data",
+    "task": "--data",
+}
+
+
+def _in_eval_flags(message: str) -> str:
+    """A data error met by `aptune eval`, with the config keys it names (`data.text_column`) replaced
+    by the eval flags that set the same thing (`--text-column`)."""
+    for phrase, flags in _EVAL_PHRASES.items():
+        message = message.replace(phrase, flags)
+    key = r"(?<![\w./\\-])data\.(\w+)\b"  # a config key, not the end of a file name such as my_data.csv
+    return re.sub(key, lambda m: _EVAL_FLAGS.get(m.group(1), m.group(0)), message)
+
+
+def _shown(key: str, value: object) -> str:
+    if key in COUNTS:
+        return f"{key} {int(value)}"
+    return f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .api import evaluate_model
+    from .errors import AptuneError
 
-    metrics = evaluate_model(
-        args.model_dir,
-        args.data,
-        split=args.split,
-        text_column=args.text_column,
-        text_pair_column=args.text_pair_column,
-        label_column=args.label_column,
-        batch_size=args.batch_size,
-        target_column=args.target_column,
-    )
-    out = Path(args.output) if args.output else eval_output(args.model_dir, args.data, args.split)
-    out.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    out = _output_file(args.output, eval_output(args.model_dir, args.data, args.split))
+    try:
+        metrics = evaluate_model(
+            args.model_dir,
+            args.data,
+            split=args.split,
+            text_column=args.text_column,
+            text_pair_column=args.text_pair_column,
+            label_column=args.label_column,
+            batch_size=args.batch_size,
+            target_column=args.target_column,
+            majority_baseline=True,
+        )
+    except AptuneError as exc:
+        raise AptuneError(_in_eval_flags(str(exc))) from exc
+    write_text(out, json.dumps(metrics, indent=2) + "\n")
+    print(" | ".join(_shown(k, v) for k, v in metrics.items()))
     print(f"wrote {out}")
+    return 0
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    """The TEXT arguments, then the non-blank lines of `--file`."""
+    texts = list(args.texts)
+    if args.file is not None:
+        path = Path(args.file)
+        if not path.is_file():
+            raise UsageError(
+                f"--file: file not found: '{args.file}'; give a text file with one text per line"
+            )
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"--file '{args.file}' is not UTF-8 text ({exc.reason} at byte offset {exc.start}); "
+                "save it as UTF-8"
+            ) from exc
+        texts += [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise UsageError("give the texts to label as TEXT arguments, or --file with one text per line")
+    return texts
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .api import predict
+
+    texts = _texts(args)
+    predictions = predict(args.model_dir, texts, args.batch_size)
+    for text, (label, probability) in zip(texts, predictions, strict=True):
+        print(f"{label}\t{probability:.4f}\t{text}")
     return 0
 
 
@@ -175,13 +328,13 @@ def _cmd_lm_eval(args: argparse.Namespace) -> int:
 
     limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
     tasks = [t for t in args.tasks.split(",") if t]
+    path = _output_file(args.output, Path(args.model_dir).resolve().parent / "lm-eval.json")
     out = run_lm_eval(args.model_dir, tasks, args.batch_size, limit, args.num_fewshot, args.device)
     results = out.get("results", {})
     for task, metrics in results.items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
         print(f"{task}: {shown}")
-    path = Path(args.output) if args.output else Path(args.model_dir).resolve().parent / "lm-eval.json"
-    path.write_text(json.dumps({"results": results}, indent=2, default=str) + "\n")
+    write_text(path, json.dumps({"results": results}, indent=2, default=str) + "\n")
     print(f"wrote {path}")
     return 0
 
@@ -204,6 +357,7 @@ def _cmd_options(_: argparse.Namespace) -> int:
 COMMANDS = {
     "train": _cmd_train,
     "eval": _cmd_eval,
+    "predict": _cmd_predict,
     "lm-eval": _cmd_lm_eval,
     "info": _cmd_info,
     "options": _cmd_options,
@@ -213,6 +367,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `aptune` console script; returns the process exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "train":
+        _config_after_set(args)
     import transformers
 
     from .errors import AptuneError
@@ -224,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     except (AptuneError, UsageError) as exc:
         print(f"aptune {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (Interrupted, KeyboardInterrupt) as exc:
+        if int(os.environ.get("RANK", "0")) == 0:  # data-parallel: the main process reports
+            print(f"\naptune {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

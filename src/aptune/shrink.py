@@ -4,6 +4,14 @@
 place: each Parameter object survives with smaller data, so an optimizer keeps its references and
 `slice_optimizer_state` can cut its state the same way. `save_pruned` writes safetensors + JSON;
 `load_pruned` rebuilds the per-layer shapes from that JSON before loading the weights.
+
+Stock transformers reads only `config.json`, whose global fields describe every layer alike. An
+export that is not a stock checkpoint (`is_stock`) therefore carries `PER_LAYER_NOTE` in its
+`model_type` and per-layer fields: `AutoConfig` / `AutoModel*.from_pretrained` then stop at an
+unknown model type and a concrete class (`BertForSequenceClassification.from_pretrained`) at a
+field that is not a number, both quoting the note, which names `aptune.load_pruned`; the real
+values live in `aptune.json` and `config.json`'s `aptune` block. `AutoTokenizer` still loads from
+the directory (it falls back to a generic config when the model type is unknown).
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +39,10 @@ FORMAT = "aptune.pruned"
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "aptune.json"
+PER_LAYER_NOTE = "aptune-pruned: shapes per layer in aptune.json, load with aptune.load_pruned(model_dir)"
+"""What `config.json` holds instead of `model_type` and per-layer fields when stock transformers
+cannot load an export."""
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 class ModelDirError(AptuneError):
@@ -224,8 +237,9 @@ def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict |
     """Merge adapters and write `model.safetensors`, `config.json` and `aptune.json` to `directory`.
 
     `load_pruned` reads every such directory. When `is_stock(model)` (LLaMA-family models pruned
-    with `uniform_layers`), the directory is also a stock checkpoint that
-    `transformers.AutoModel*.from_pretrained` loads without aptune.
+    with `uniform_layers`, or nothing cut), the directory is also a stock checkpoint that
+    `transformers.AutoModel*.from_pretrained` loads without aptune; otherwise stock loading fails
+    with an error naming `aptune.load_pruned` (see `export_config`).
 
     Each file is written to a temporary name and renamed into place, `aptune.json` last, so a
     directory with an `aptune.json` always holds a complete model. Returns the directory.
@@ -241,14 +255,17 @@ def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict |
     model.config.aptune["shapes"] = shapes
     with staged_file(out / WEIGHTS_NAME) as tmp:
         save_weights(model, tmp)
-    write_text(out / "config.json", model.config.to_json_string())
+    stock = is_stock(model, family)
+    write_text(
+        out / "config.json", json.dumps(export_config(model, family, stock), indent=2, sort_keys=True) + "\n"
+    )
     meta = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "family": family.name,
         "architecture": type(model).__name__,
         "shapes": shapes,
-        "stock_checkpoint": is_stock(model, family),
+        "stock_checkpoint": stock,
         "prunable_params": inventory.prunable_params(),
         "total_params": sum(p.numel() for p in model.parameters()),
         "metadata": metadata or {},
@@ -257,14 +274,51 @@ def save_pruned(model: nn.Module, directory: str | os.PathLike, metadata: dict |
     return out
 
 
+def export_config(model: nn.Module, family: ModelFamily, stock: bool) -> dict:
+    """The `config.json` of `model`'s export (whose config holds the `aptune` block), as a dict.
+
+    `architectures` names the model's class, as `save_pretrained` writes it, in the config and in
+    `aptune.base_config`; `_name_or_path` holds no local path (`portable_name`). Unless `stock`
+    (`is_stock(model)`), `model_type` and the family's `layer_shape_keys` hold `PER_LAYER_NOTE`,
+    so stock `from_pretrained` fails on the config with an error that quotes it.
+    """
+    config = json.loads(model.config.to_json_string())
+    for entry in (config, config["aptune"]["base_config"]):
+        entry["architectures"] = [type(model).__name__]
+        if "_name_or_path" in entry:
+            entry["_name_or_path"] = portable_name(str(entry["_name_or_path"]))
+    if not stock:
+        config.update(dict.fromkeys(("model_type", *family.layer_shape_keys), PER_LAYER_NOTE))
+    return config
+
+
+def portable_name(name: str) -> str:
+    """A hub model id (`org/name`) as it is; a local path as its last component, so no absolute
+    path of this machine goes into an export."""
+    if _HUB_ID.fullmatch(name) and not Path(name).exists():
+        return name
+    return re.split(r"[\\/]", name.rstrip("\\/"))[-1]
+
+
 def is_stock(model: nn.Module, family: ModelFamily | None = None) -> bool:
     """True when `model`'s config fully describes its shapes, so stock transformers can load it
-    (`from_pretrained`) without aptune: a family with stock export and equal shapes in every layer."""
+    (`from_pretrained`) without aptune: a family with stock export and equal shapes in every layer,
+    or any model from which nothing was cut (a run without pruning)."""
     family = family or family_for(model)
     inv = family.inventory(model)
-    if not family.stock_export or len(set(inv.heads)) > 1 or len(set(inv.neurons)) > 1:
-        return False
-    return inv.hidden % family.stock_hidden_multiple(model, inv.heads[0]) == 0
+    uniform = len(set(inv.heads)) == 1 and len(set(inv.neurons)) == 1
+    fits = inv.hidden % family.stock_hidden_multiple(model, inv.heads[0]) == 0
+    return (family.stock_export and uniform and fits) or _nothing_cut(model, family)
+
+
+def _nothing_cut(model: nn.Module, family: ModelFamily) -> bool:
+    """True when `model` has the shapes of the model it was pruned from (built on the meta device)."""
+    record = getattr(model.config, "aptune", None)
+    if record is None:
+        return True
+    with torch.device("meta"):
+        original = type(model)(type(model.config).from_dict(copy.deepcopy(record["base_config"])))
+    return family.inventory(original) == family.inventory(model)
 
 
 def _read_meta(directory: Path) -> dict:

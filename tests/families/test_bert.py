@@ -2,9 +2,11 @@ import pytest
 import torch
 import transformers
 
+from aptune.blocks import MaskPlan
 from aptune.families import BERT, family_for
+from aptune.shrink import is_stock, load_pruned, save_pruned, shrink_model
 
-from ..conftest import ENCODERS, TINY, needs_minilm, tiny_model
+from ..conftest import ENCODERS, TINY, needs_minilm, tiny_batch, tiny_model
 
 
 @pytest.fixture(params=ENCODERS)
@@ -61,6 +63,51 @@ def test_unsupported_model_type_names_supported_ones():
     model = transformers.GPT2Model(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
     with pytest.raises(ValueError, match=r"unsupported model type .gpt2.*bert, llama"):
         family_for(model)
+
+
+def _shrink_per_layer(model):
+    """Layer i keeps i + 1 heads and 8 (i + 1) neurons; 28 of 32 hidden dims (3 heads of 8 do not fill it)."""
+    inv = BERT.inventory(model)
+    plan = MaskPlan(
+        heads=[torch.arange(n) <= i for i, n in enumerate(inv.heads)],
+        neurons=[torch.arange(n) < 8 * (i + 1) for i, n in enumerate(inv.neurons)],
+        hidden=torch.arange(inv.hidden) < 28,
+        params=-1,
+    )
+    shrink_model(model, plan)
+    return model
+
+
+def test_per_layer_export_sends_stock_loading_to_load_pruned(kind, tmp_path):
+    model = _shrink_per_layer(tiny_model(kind))
+    assert not is_stock(model)
+    save_pruned(model, tmp_path / "m")
+    for stock in (transformers.AutoConfig, transformers.AutoModelForSequenceClassification, type(model)):
+        with pytest.raises(Exception, match=r"load with aptune\.load_pruned\(model_dir\)"):
+            stock.from_pretrained(tmp_path / "m")
+    loaded = load_pruned(tmp_path / "m")
+    assert BERT.inventory(loaded) == BERT.inventory(model)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**tiny_batch()).logits, model(**tiny_batch()).logits)
+
+
+def test_export_with_nothing_cut_stays_a_stock_checkpoint(kind, tmp_path):
+    model = tiny_model(kind)  # as after a run with pruning disabled
+    save_pruned(model, tmp_path / "m")
+    assert is_stock(model)
+    stock = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "m").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(stock(**tiny_batch()).logits, model(**tiny_batch()).logits)
+
+
+@needs_minilm
+def test_per_layer_export_keeps_its_tokenizer_loadable(tiny_model_dir, tmp_path):
+    model = _shrink_per_layer(transformers.BertForSequenceClassification.from_pretrained(tiny_model_dir))
+    save_pruned(model, tmp_path / "m")
+    transformers.AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "m")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "m")
+    assert tokenizer("a fine film")["input_ids"][0] == tokenizer.cls_token_id
+    assert tiny_model_dir not in (tmp_path / "m" / "config.json").read_text()
 
 
 @needs_minilm

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 import transformers
@@ -117,6 +119,9 @@ def test_uniform_export_is_a_stock_checkpoint(kind, tmp_path):
         shrunk = model(**batches[0]).logits
     torch.testing.assert_close(shrunk, masked, rtol=1e-4, atol=1e-5)
     save_pruned(model, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["architectures"] == [type(model).__name__]
+    assert config["model_type"] == model.config.model_type
     stock = _auto_class(model).from_pretrained(tmp_path / "m").eval()
     assert type(stock) is type(model)
     with torch.no_grad():
@@ -146,6 +151,8 @@ def test_non_uniform_export_is_not_stock_but_reloads(tmp_path):
     shrink_model(model, plan)
     assert not is_stock(model)
     save_pruned(model, tmp_path / "m")
+    with pytest.raises(ValueError, match=r"load with aptune\.load_pruned"):
+        transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "m")
     loaded = load_pruned(tmp_path / "m")
     assert family_for(loaded).inventory(loaded) == family_for(model).inventory(model)
     with torch.no_grad():

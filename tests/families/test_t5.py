@@ -1,5 +1,6 @@
 import pytest
 import torch
+import transformers
 
 from aptune.adapter import attach_adapters
 from aptune.blocks import MaskPlan
@@ -124,6 +125,8 @@ def test_rescale_keeps_the_original_model_dim_after_hidden_pruning(tmp_path):
     assert model.model_dim == 32 and model.config.d_model == 24
     torch.testing.assert_close(model(**batch).logits, masked, rtol=1e-4, atol=1e-5)
     save_pruned(model, tmp_path / "m")
+    with pytest.raises(ValueError, match=r"load with aptune\.load_pruned"):
+        transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "m")
     loaded = feed_decoder(load_pruned(tmp_path / "m"))
     assert loaded.model_dim == 32  # rebuilt from the original config: the original factor
     torch.testing.assert_close(loaded(**batch).logits, masked, rtol=1e-4, atol=1e-5)

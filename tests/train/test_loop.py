@@ -1,6 +1,8 @@
 """The training loop on a tiny random BERT (fast) with real review text."""
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -60,6 +62,12 @@ def test_apt_run_prunes_grows_distils_and_exports(tiny_model_dir, tmp_path):
     assert evaluate_classifier(loaded, tokenizer, test, 16, 32) == m["test"]  # the export scores the same
     for name in ("metrics.json", "report.md", "retained.png", "config.yaml", "model/tokenizer.json"):
         assert (tmp_path / "run" / name).is_file(), name
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("metrics.json", "config.yaml", "model/model.safetensors", "model/config.json"):
+        mode = stat.S_IMODE((tmp_path / "run" / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, f"{name} is {oct(mode)}: another user's server could not read it"
+    assert stat.S_IMODE((tmp_path / "run" / "model").stat().st_mode) == 0o777 & ~umask
 
 
 @pytest.mark.parametrize(
@@ -89,3 +97,14 @@ def test_full_finetune_updates_every_weight(tiny_model_dir, tmp_path):
         original.bert.encoder.layer[0].attention.self.key.weight,
     )
     assert changed  # key is never adapted: only full fine-tuning changes it
+
+
+def test_data_notes_and_schedule_problems_are_printed_before_training(tiny_model_dir, tmp_path, caplog):
+    cfg = _cfg(
+        tiny_model_dir, "train.max_steps=4", "pruning.mask_decay_rate=0.01", "train.measure_speed=false"
+    )
+    with caplog.at_level("WARNING", logger="aptune"):
+        result = train(cfg, tmp_path / "run", progress=False)
+    printed = [r.getMessage() for r in caplog.records]
+    assert result.metrics["notes"] and all(f"aptune: {n}" in printed for n in result.metrics["notes"])
+    assert any("does not fit 4 steps" in m for m in printed)

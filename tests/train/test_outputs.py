@@ -2,7 +2,16 @@
 
 import json
 
-from aptune.train.outputs import DistillStatus, PruningStatus, StepRecord, open_history, write_line
+import pytest
+
+from aptune.train.outputs import (
+    DistillStatus,
+    LossWindow,
+    PruningStatus,
+    StepRecord,
+    open_history,
+    write_line,
+)
 
 
 def _record(**extra) -> StepRecord:
@@ -28,7 +37,16 @@ def test_a_record_is_one_flat_line_with_absent_parts_left_out():
 def test_postfix_shows_loss_sparsity_and_the_latest_validation_score():
     record = _record(pruning=PruningStatus(0.6, 0.75, 0.9, [2], [10], 32), losses={"loss": 0.1234})
     assert record.postfix({}, "accuracy") == {"loss": "0.123", "sparsity": "0.25"}
-    assert record.postfix({"accuracy": 0.81}, "accuracy")["accu"] == "0.810"
+    assert record.postfix({"accuracy": 0.81}, "accuracy")["val_accu"] == "0.810"  # says it is validation
+
+
+def test_a_line_logs_the_mean_loss_of_the_steps_it_covers():
+    window = LossWindow()
+    for loss in (0.3, 0.6, 0.9):
+        window.add({"loss": loss, "task_loss": 2 * loss})
+    assert window.take() == pytest.approx({"loss": 0.6, "task_loss": 1.2})
+    window.add({"loss": 1.0})
+    assert window.take() == {"loss": 1.0}  # a new window
 
 
 def test_history_is_cut_back_to_where_a_checkpoint_left_it(tmp_path):

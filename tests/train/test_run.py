@@ -97,3 +97,9 @@ def test_the_kurtosis_switch_reaches_the_scores(tiny_model_dir):
     assert off.pruner.salience.kurtosis_weight == 0 and on.pruner.salience.kurtosis_weight == 1.0
     assert all((x >= y).all() for x, y in zip(a.neurons, b.neurons, strict=True))
     assert any((x > y).any() for x, y in zip([*a.heads, *a.neurons], [*b.heads, *b.neurons], strict=True))
+
+
+def test_a_schedule_that_cannot_finish_its_decay_is_reported(tiny_model_dir):
+    assert _run(tiny_model_dir, "no", "pruning.mask_decay_rate=0.25").schedule_problems() == []
+    (problem,) = _run(tiny_model_dir).schedule_problems()  # decay 0.01: 100 steps after step 12 of 20
+    assert "does not fit 20 steps" in problem and "pruning.mask_decay_rate" in problem

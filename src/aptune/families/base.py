@@ -73,6 +73,10 @@ class ModelFamily(ABC):
     mask scales them. False for pre-norm models: `residual_writers` carry the hidden mask."""
     stock_export: bool = False
     """True when a pruned model with equal shapes in every layer is a stock transformers checkpoint."""
+    layer_shape_keys: tuple[str, ...] = ()
+    """The `config.json` fields that `update_config` sets from one layer's shape (head counts, FFN
+    width): in an export that is not a stock checkpoint they cannot describe every layer, and
+    `save_pruned` writes a pointer to `aptune.load_pruned` in their place."""
 
     def supports(self, model: nn.Module) -> bool:
         """True when this family knows `model`'s architecture."""

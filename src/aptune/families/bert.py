@@ -27,6 +27,7 @@ class BertFamily(ModelFamily):
 
     name = "bert"
     model_types = ("bert", "roberta")
+    layer_shape_keys = ("num_attention_heads", "intermediate_size")
 
     def _layers(self, model: nn.Module) -> nn.ModuleList:
         return model.base_model.encoder.layer

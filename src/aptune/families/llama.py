@@ -36,6 +36,7 @@ class LlamaFamily(ModelFamily):
     norm_kind = "rms"
     norm_writes_residual = False
     stock_export = True
+    layer_shape_keys = ("num_attention_heads", "num_key_value_heads", "intermediate_size")
 
     def _layers(self, model: nn.Module) -> nn.ModuleList:
         return model.base_model.layers

@@ -48,6 +48,7 @@ class T5Family(ModelFamily):
 
     name = "t5"
     model_types = ("t5", "mt5")
+    layer_shape_keys = ("num_heads", "d_ff")
     norm_kind = "rms"
     norm_writes_residual = False
     distill_mask_key = "decoder_attention_mask"

@@ -62,6 +62,7 @@ class Progress:
     elapsed_s: float
     last_eval: dict[str, float]
     config: dict[str, Any]
+    loss_window: dict[str, Any]
 
 
 # ---- JSON + tensors, without pickle -----------------------------------------------------------
@@ -128,6 +129,7 @@ def run_state(run, progress: Progress) -> dict[str, Any]:
         "elapsed_s": progress.elapsed_s,
         "last_eval": progress.last_eval,
         "config": progress.config,
+        "loss_window": progress.loss_window,
         "run": run.state_dict(),
         "rng": _rng_state(),
     }

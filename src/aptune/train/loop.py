@@ -7,9 +7,11 @@ history and checkpoints as it goes, and at the end evaluates, times and exports 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -30,12 +32,14 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .data import batches
-from .outputs import StepRecord, export, final_metrics, open_history, write_line
+from .outputs import LossWindow, StepRecord, export, final_metrics, open_history, write_line
 from .run import AptRun, NonFiniteLoss, eval_split
-from .setup import SetupError, check_output_dir, load_model, make_accelerator
+from .setup import SetupError, check_output_dir, load_model, make_accelerator, quiet_transformers
 from .tasks import load_objective
 
 __all__ = ["RunResult", "SetupError", "TrainingError", "resume", "train"]
+
+log = logging.getLogger("aptune")
 
 
 class TrainingError(AptuneError):
@@ -98,23 +102,41 @@ def resume(run_dir: str | os.PathLike, progress: bool = True) -> RunResult:
 def _execute(cfg: AptuneConfig, out: Path, checkpoint: tuple[Path, dict] | None, progress: bool) -> RunResult:
     accelerator = make_accelerator(cfg)
     set_seed(cfg.train.seed)
-    objective = load_objective(cfg)
-    model, tokenizer = load_model(cfg.model, objective)
-    run = AptRun(cfg, model, tokenizer, objective, accelerator)
     main = accelerator.is_main_process
-    if checkpoint is not None:
-        restore(run, *checkpoint)
-    elif main:  # every input is valid: only now is anything written
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    train_seconds = _loop(run, out, checkpoint, progress)
-    run.finish()
-    metrics = final_metrics(cfg, run, train_seconds)
-    model_dir = out / "model"
-    if main:
-        _write_outputs(run, out, metrics, train_seconds)
+    with quiet_transformers(progress and main):
+        objective = load_objective(cfg)
+        model, tokenizer = load_model(cfg.model, objective)
+        run = AptRun(cfg, model, tokenizer, objective, accelerator)
+        if checkpoint is not None:
+            restore(run, *checkpoint)
+        elif main:  # every input is valid: only now is anything written
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, out / "config.yaml")
+        if main:
+            for note in [*objective.notes, *run.schedule_problems()]:
+                log.warning("aptune: %s", note)
+        train_seconds = _loop(run, out, checkpoint, progress)
+        say = _say if progress and main else _silent
+        run.finish()
+        say(
+            "evaluating the pruned model"
+            + (" and timing it against the dense one" if cfg.train.measure_speed else "")
+        )
+        metrics = final_metrics(cfg, run, train_seconds)
+        model_dir = out / "model"
+        if main:
+            say(f"writing {model_dir}, metrics.json and report.md")
+            _write_outputs(run, out, metrics, train_seconds)
     _close(accelerator)
     return RunResult(output_dir=out, model_dir=model_dir, metrics=metrics)
+
+
+def _say(message: str) -> None:
+    tqdm.write(f"aptune: {message}", file=sys.stderr)
+
+
+def _silent(message: str) -> None:
+    """Say nothing (progress output is off, or this is not the main process)."""
 
 
 def _write_outputs(run: AptRun, out: Path, metrics: dict, train_seconds: float) -> None:
@@ -164,6 +186,7 @@ def _loop(run: AptRun, out: Path, checkpoint: tuple[Path, dict] | None, progress
         total=run.total_steps, initial=step, disable=not (progress and main), desc="aptune", unit="step"
     )
     cut_at = state["history_bytes"] if state else None
+    window = LossWindow(**state["loss_window"]) if state else LossWindow()
     with open_history(out / "history.jsonl", cut_at, main) as history:
         while step < run.total_steps:
             epoch, done = divmod(step, run.steps_per_epoch)  # every epoch has steps_per_epoch batches
@@ -175,15 +198,17 @@ def _loop(run: AptRun, out: Path, checkpoint: tuple[Path, dict] | None, progress
                     raise _stopped(exc, out, last, t.checkpoint_every) from None
                 event = run.after_step(step)
                 step += 1
-                record, last_eval = _history_record(run, step, losses, event, last_eval)
+                window.add(losses)
+                record, last_eval = _history_record(run, step, event, last_eval)
                 if record is not None:
-                    record.elapsed_s = time.perf_counter() - started
+                    record.losses, record.elapsed_s = window.take(), time.perf_counter() - started
                     write_line(history, record)
                     bar.set_postfix(record.postfix(last_eval, run.objective.metric))
                 if t.checkpoint_every and step % t.checkpoint_every == 0 and step < run.total_steps:
                     history.flush()
                     size = os.fstat(history.fileno()).st_size  # where a resumed run cuts the history
-                    saved = Progress(step, size, time.perf_counter() - started, last_eval, cfg.to_dict())
+                    elapsed = time.perf_counter() - started
+                    saved = Progress(step, size, elapsed, last_eval, cfg.to_dict(), asdict(window))
                     last = save_checkpoint(run, out, saved, t.keep_checkpoints) or last
                 bar.update(1)
     bar.close()
@@ -191,7 +216,7 @@ def _loop(run: AptRun, out: Path, checkpoint: tuple[Path, dict] | None, progress
 
 
 def _history_record(
-    run: AptRun, step: int, losses: dict, event: str | None, last_eval: dict[str, float]
+    run: AptRun, step: int, event: str | None, last_eval: dict[str, float]
 ) -> tuple[StepRecord | None, dict[str, float]]:
     """The history record after `step` steps (None when nothing is due) and the latest evaluation.
 
@@ -206,5 +231,5 @@ def _history_record(
     if pending is None and step % t.log_every != 0 and event is None:
         return None, last_eval
     record = run.status(step)
-    record.losses, record.event, record.eval = losses, event, pending
+    record.event, record.eval = event, pending
     return record, (last_eval if pending is None else pending)

@@ -83,12 +83,33 @@ class StepRecord:
         return line
 
     def postfix(self, last_eval: dict[str, float], metric: str) -> dict[str, str]:
-        """The progress bar's figures: loss, sparsity and the latest validation score."""
+        """The progress bar's figures: mean loss, sparsity and the latest validation score."""
         retained = self.pruning.retained if self.pruning is not None else 1.0
         postfix = {"loss": f"{self.losses['loss']:.3f}", "sparsity": f"{1 - retained:.2f}"}
         if last_eval:
-            postfix[metric[:4]] = f"{last_eval[metric]:.3f}"
+            postfix[f"val_{metric[:4]}"] = f"{last_eval[metric]:.3f}"
         return postfix
+
+
+@dataclass
+class LossWindow:
+    """Sums of the loss terms since the last history line: a line logs their mean over the steps it
+    covers, not the last batch's values."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+
+    def add(self, losses: dict[str, float]) -> None:
+        """Count one step's loss terms."""
+        for key, value in losses.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+
+    def take(self) -> dict[str, float]:
+        """The mean of every term since the last take, and start a new window."""
+        mean = {key: total / self.steps for key, total in self.sums.items()}
+        self.sums, self.steps = {}, 0
+        return mean
 
 
 def open_history(path: Path, cut_at: int | None, main: bool) -> IO[str]:

@@ -183,9 +183,11 @@ def _draw_metric(fig: Figure, history: History, metrics: Metrics) -> None:
     if _plot_lines(top, history, evals):
         top.set_ylabel("validation " + ("perplexity" if metrics.get("metric") == "perplexity" else "score"))
     top.set_title("Evaluation")
-    if _plot_lines(bottom, history, [(("loss",), "loss"), (("task_loss",), "task loss")]):
+    distilled = any(line.get("mu", 0) > 0 for line in history)  # else loss and task loss coincide
+    losses = [(("loss",), "loss (distillation mix)"), (("task_loss",), "task loss")] if distilled else []
+    if _plot_lines(bottom, history, losses or [(("loss",), "loss")]):
         bottom.set_xlabel("step")
-        bottom.set_ylabel("training loss")
+        bottom.set_ylabel("training loss (mean since the previous point)")
 
 
 def _edges(centers: Sequence[float]) -> np.ndarray:

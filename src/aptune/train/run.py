@@ -150,6 +150,22 @@ class AptRun:
         )
         self.recovering = True
 
+    def schedule_problems(self) -> list[str]:
+        """Why the pruning schedule does not fit the run's steps (empty when it does)."""
+        if self.pruner is None or self.cfg.pruning.before_tuning:
+            return []
+        p = self.cfg.pruning
+        decay_steps = math.ceil(1 / p.mask_decay_rate)
+        if self.end + decay_steps < self.total_steps:
+            return []
+        return [
+            f"the pruning schedule does not fit {self.total_steps} steps: the last re-plan is at step "
+            f"{self.end + 1} and masks need {decay_steps} steps (1 / pruning.mask_decay_rate) to reach "
+            "their targets, so blocks are only removed by the final cut and the model never trains "
+            "without them; train longer (train.epochs / train.max_steps), end pruning earlier "
+            "(pruning.end_step) or raise pruning.mask_decay_rate"
+        ]
+
     # ---- one step ----------------------------------------------------------------------------
     def mu(self, step: int) -> float:
         """Distillation weight at `step`: ramps over the pruning window, then holds, then 0."""

@@ -3,6 +3,8 @@ optimizer, the learning-rate schedule and the loss scaler."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -82,6 +84,23 @@ def load_model(model_cfg: ModelConfig, objective: Objective) -> tuple[nn.Module,
     if getattr(model.config, "pad_token_id", None) is None:  # decoder classifiers find the last real token
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+@contextmanager
+def quiet_transformers(progress: bool = True) -> Iterator[None]:
+    """Hide transformers' load reports (a classifier head it initialises is expected here) and, when
+    `progress` is off, its progress bars too; both settings are restored afterwards."""
+    tf_logging = transformers.utils.logging
+    level, bars = tf_logging.get_verbosity(), tf_logging.is_progress_bar_enabled()
+    tf_logging.set_verbosity_error()
+    if not progress:
+        tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tf_logging.set_verbosity(level)
+        if bars:
+            tf_logging.enable_progress_bar()
 
 
 def float32_head(head: nn.Module) -> None:

@@ -157,3 +157,9 @@ def test_no_task_and_no_train_file():
     cfg.task = ""
     with pytest.raises(DataError, match=r"data\.task '' is neither .*set data\.train_file"):
         load_task(cfg)
+
+
+def test_a_local_task_is_named_by_its_file_not_by_where_it_lies(tmp_path):
+    train = csv_file(tmp_path, "reviews.csv", [("good", "pos"), ("bad", "neg")])
+    data = load_task(local(train, validation_file=train, test_file=train))
+    assert data.name == "reviews.csv" and str(tmp_path) not in data.name  # exports carry the name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from ...config import DataConfig
 from .builtin import ROTTEN_TOMATOES_LABELS, rotten_tomatoes_splits
@@ -26,7 +27,8 @@ def _load_local(cfg: DataConfig, train_file: str, seed: int) -> TaskData:
         for file, key in ((cfg.validation_file, "data.validation_file"), (cfg.test_file, "data.test_file"))
     )
     splits, notes = fill_splits(train, validation, test, seed)
-    return TaskData(train_file, splits, labels.names, cols.pair is not None, notes)
+    name = Path(train_file).name  # an export's metadata names the file, not where it lay on this machine
+    return TaskData(name, splits, labels.names, cols.pair is not None, notes)
 
 
 def _load_builtin() -> TaskData:

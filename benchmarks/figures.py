@@ -1,0 +1,151 @@
+"""README figures from the committed result files: one source per number.
+
+Every measured number the README quotes sits between `<!-- fig:NAME -->` and `<!-- /fig -->`;
+`FIGURES` says which committed result in `results/` (the newest file of a suite) and which value
+NAME is, formatted. Rewriting the README from the results keeps the figures from drifting apart;
+the test suite checks that none is stale.
+
+    python benchmarks/figures.py           # rewrite README.md from benchmarks/results/
+    python benchmarks/figures.py --check   # list stale or unknown figures, exit 1 if any
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+MARK = re.compile(r"<!-- fig:([\w.-]+) -->(.*?)<!-- /fig -->", re.S)
+
+
+@cache
+def latest(suite: str) -> dict:
+    """The newest committed result of `suite` (`results/<suite>-<date>.json`)."""
+    files = sorted(RESULTS.glob(f"{suite}-20??-??-??.json"))
+    if not files:
+        raise FileNotFoundError(f"no committed result of the {suite} suite in {RESULTS}")
+    return json.loads(files[-1].read_text(encoding="utf-8"))
+
+
+def _row(suite: str, **match) -> dict:
+    """The row of `suite`'s newest result whose fields equal `match`."""
+    rows = latest(suite)["rows"]
+    found = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    if len(found) != 1:
+        raise KeyError(f"{suite}: {len(found)} rows match {match}")
+    return found[0]
+
+
+def _speed(sparsity: float, align: int) -> float:
+    return _row("speed", device="cpu", target_sparsity=sparsity, align=align)["speedup"]
+
+
+def _of_ideal(align: int) -> list[float]:
+    rows = [r for r in latest("speed")["rows"] if r["device"] == "cpu" and r["align"] == align]
+    return [r["of_ideal"] for r in rows]
+
+
+def _overhead(name: str, field: str) -> float:
+    rows = latest("overhead")["rows"]
+    return rows[name][field] / rows["lora"][field]
+
+
+def _smollm2(method: str) -> dict:
+    return _row("smollm2", method=method)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {round(seconds % 60)} s"
+
+
+FIGURES: dict[str, Callable[[], str]] = {
+    "demo.time": lambda: _minutes(latest("demo")["wall_seconds"]),
+    "demo.minutes": lambda: str(round(latest("demo")["wall_seconds"] / 60)),
+    "demo.accuracy": lambda: f"{latest('demo')['test_accuracy']:.4f}",
+    "demo.sparsity": lambda: f"{latest('demo')['sparsity']:.0%}",
+    "demo.speedup": lambda: f"{latest('demo')['speedup']:.2f}x",
+    "speed.aligned": lambda: " / ".join(f"{_speed(s, 8):.2f}x" for s in (0.4, 0.6, 0.8)),
+    "speed.unaligned": lambda: " / ".join(f"{_speed(s, 1):.2f}x" for s in (0.4, 0.6, 0.8)),
+    "speed.of_ideal": lambda: f"{min(_of_ideal(8)):.0%}-{max(_of_ideal(8)):.0%}",
+    "overhead.hooks_time": lambda: f"{_overhead('apt-hooks', 'step_ms'):.2f}x",
+    "overhead.hooks_memory": lambda: f"{_overhead('apt-hooks', 'peak_memory_mb'):.2f}x",
+    "overhead.distill_time": lambda: f"{_overhead('apt-full', 'step_ms'):.2f}x",
+    "overhead.distill_memory": lambda: f"{_overhead('apt-full', 'peak_memory_mb'):.2f}x",
+    "overhead.pruned_time": lambda: f"{_overhead('apt-full-40%', 'step_ms'):.2f}x",
+    "prune.kept": lambda: f"{latest('prune-minilm')['prunable_params']['kept']:.1%}",
+    "prune.logit_diff": lambda: f"{latest('prune-minilm')['max_abs_logit_diff_masked_vs_reloaded']:.0e}",
+    "prune.speedup": lambda: f"{latest('prune-minilm')['inference']['speedup']:.2f}x",
+    "prune.ideal": lambda: f"{latest('prune-minilm')['inference']['ideal_speedup']:.2f}x",
+    "smollm2.lora.acc": lambda: f"{_smollm2('lora')['test_accuracy']:.4f}",
+    "smollm2.lora.params": lambda: f"{_smollm2('lora')['total_params'] / 1e6:.1f}M",
+    "smollm2.lora.time": lambda: f"{_smollm2('lora')['train_seconds']:.0f} s",
+    "smollm2.lora.memory": lambda: f"{_smollm2('lora')['peak_memory_mb']:,.0f} MB",
+    "smollm2.lora.speedup": lambda: f"{_smollm2('lora')['speedup']:.2f}x",
+    "smollm2.apt.acc": lambda: f"{_smollm2('apt-0.3')['test_accuracy']:.4f}",
+    "smollm2.apt.kept": lambda: f"{_smollm2('apt-0.3')['prunable_kept']:.1%}",
+    "smollm2.apt.params": lambda: f"{_smollm2('apt-0.3')['total_params'] / 1e6:.1f}M",
+    "smollm2.apt.time": lambda: f"{_smollm2('apt-0.3')['train_seconds']:.0f} s",
+    "smollm2.apt.memory": lambda: f"{_smollm2('apt-0.3')['peak_memory_mb']:,.0f} MB",
+    "smollm2.apt.speedup": lambda: f"{_smollm2('apt-0.3')['speedup']:.2f}x",
+    "smollm2.apt.ideal": lambda: f"{_smollm2('apt-0.3')['ideal_speedup']:.2f}x",
+    "smollm2.acc_kept": lambda: (
+        f"{_smollm2('apt-0.3')['test_accuracy'] / _smollm2('lora')['test_accuracy']:.1%}"
+    ),
+    "smollm2.fewer_params": lambda: (
+        f"{1 - _smollm2('apt-0.3')['total_params'] / _smollm2('lora')['total_params']:.0%}"
+    ),
+    "smollm2.time_ratio": lambda: (
+        f"{_smollm2('apt-0.3')['train_seconds'] / _smollm2('lora')['train_seconds']:.2f}x"
+    ),
+    "smollm2.memory_ratio": lambda: (
+        f"{_smollm2('apt-0.3')['peak_memory_mb'] / _smollm2('lora')['peak_memory_mb']:.2f}x"
+    ),
+}
+
+
+def render(text: str) -> str:
+    """`text` with every figure replaced by its value from the results."""
+
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in FIGURES:
+            raise KeyError(f"unknown figure {name!r}; add it to FIGURES in {Path(__file__).name}")
+        return f"<!-- fig:{name} -->{FIGURES[name]()}<!-- /fig -->"
+
+    return MARK.sub(value, text)
+
+
+def stale(text: str) -> list[str]:
+    """The figures of `text` whose value differs from the results (as 'name: shown -> measured')."""
+    found = []
+    for match in MARK.finditer(text):
+        name, shown = match.group(1), match.group(2)
+        measured = FIGURES[name]() if name in FIGURES else "(unknown figure)"
+        if shown != measured:
+            found.append(f"{name}: {shown} -> {measured}")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite README.md, or with --check list what is stale."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only list stale figures; exit 1 if any")
+    args = parser.parse_args(argv)
+    text = README.read_text(encoding="utf-8")
+    if args.check:
+        problems = stale(text)
+        print("\n".join(problems) or "every README figure matches the results")
+        return 1 if problems else 0
+    README.write_text(render(text), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
