@@ -61,6 +61,26 @@ def _smollm2(method: str) -> dict:
     return _row("smollm2", method=method)
 
 
+def _quality(method: str, seed: int = 42, epochs: int = 3) -> dict:
+    """The committed quality-suite row of `method` (benchmarks/quality.py)."""
+    path = RESULTS / "quality-rows" / f"epochs-{epochs}" / f"seed-{seed}" / f"{method}.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _quality_table() -> str:
+    """The newest quality table and its legend (the markdown file without its title)."""
+    files = sorted(RESULTS.glob("quality-20??-??-??.md"))
+    return "\n" + files[-1].read_text(encoding="utf-8").split("\n", 2)[2].strip() + "\n"
+
+
+def _acc(method: str) -> float:
+    return _quality(method)["test_accuracy"]
+
+
+def _validation(method: str) -> list[float]:
+    return [accuracy for _, accuracy in _quality(method)["curve"]]
+
+
 def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {round(seconds % 60)} s"
 
@@ -71,6 +91,15 @@ FIGURES: dict[str, Callable[[], str]] = {
     "demo.accuracy": lambda: f"{latest('demo')['test_accuracy']:.4f}",
     "demo.sparsity": lambda: f"{latest('demo')['sparsity']:.0%}",
     "demo.speedup": lambda: f"{latest('demo')['speedup']:.2f}x",
+    "quality.table": _quality_table,
+    "quality.apt.acc": lambda: f"{_quality('apt-0.6')['test_accuracy']:.4f}",
+    "quality.no_distill.acc": lambda: f"{_quality('apt-0.6-no-distill')['test_accuracy']:.4f}",
+    "quality.no_distill.kept": lambda: f"{_quality('apt-0.6-no-distill')['prunable_kept']:.0%}",
+    "quality.no_distill.speedup": lambda: f"{_quality('apt-0.6-no-distill')['speedup']:.1f}x",
+    "quality.distill_cost": lambda: f"{100 * (_acc('apt-0.6-no-distill') - _acc('apt-0.6')):.1f}",
+    "quality.apt.best_val": lambda: f"{max(_validation('apt-0.6')):.3f}",
+    "quality.apt.low_val": lambda: f"{min(_validation('apt-0.6')):.3f}",
+    "quality.apt.last_val": lambda: f"{_validation('apt-0.6')[-1]:.3f}",
     "speed.aligned": lambda: " / ".join(f"{_speed(s, 8):.2f}x" for s in (0.4, 0.6, 0.8)),
     "speed.unaligned": lambda: " / ".join(f"{_speed(s, 1):.2f}x" for s in (0.4, 0.6, 0.8)),
     "speed.of_ideal": lambda: f"{min(_of_ideal(8)):.0%}-{max(_of_ideal(8)):.0%}",

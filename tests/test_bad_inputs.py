@@ -5,9 +5,11 @@ under a temporary directory and returns the command line. The command must fail 
 and its last line on stderr must be the row's message, with `{tmp}` standing for the directory.
 """
 
+import importlib.util
 import json
 import re
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,6 +118,13 @@ def _eval(ctx: dict, data: str, *flags: str) -> list[str]:
     return ["eval", str(ctx["run"] / "model"), "--data", data, *flags]
 
 
+def _onnx_export(tmp: Path, ctx: dict) -> str:
+    """An ONNX export of the tiny run's classifier."""
+    from aptune.onnx_export import export_onnx
+
+    return str(export_onnx(_export(tmp, ctx), tmp / "onnx"))
+
+
 def _damaged_model_dir(tmp: Path) -> list[str]:
     (tmp / "model").mkdir()
     (tmp / "model" / "aptune.json").write_text('{"format": "aptune.pruned", "version": 1')
@@ -190,6 +199,37 @@ SCENARIOS: dict[str, Callable[[Path, dict], list[str]]] = {
         "a text",
     ],
     "lm-eval-classifier": lambda tmp, ctx: ["lm-eval", _export(tmp, ctx), "--tasks", "arc_easy"],
+    # aptune export and ONNX Runtime
+    "export-not-aptune": lambda tmp, ctx: ["export", str(tmp), "--format", "onnx"],
+    "export-unsupported-family": lambda tmp, ctx: [
+        "export",
+        _other_export(tmp, ctx, "t5", {"objective": "Seq2Seq"}),
+        "--format",
+        "onnx",
+    ],
+    "export-output-not-empty": lambda tmp, ctx: [
+        "export",
+        _export(tmp, ctx),
+        "--format",
+        "onnx",
+        "--output",
+        str(tmp),
+    ],
+    "onnx-not-installed": lambda tmp, ctx: ["export", _export(tmp, ctx), "--format", "onnx"],
+    "eval-onnx-not-exported": lambda tmp, ctx: [
+        "eval",
+        _export(tmp, ctx),
+        "--runtime",
+        "onnx",
+        "--data",
+        "rotten_tomatoes",
+    ],
+    "eval-onnx-without-runtime": lambda tmp, ctx: [
+        "eval",
+        _onnx_export(tmp, ctx),
+        "--data",
+        "rotten_tomatoes",
+    ],
     # checkpoints and resuming
     "resume-not-a-run": lambda tmp, ctx: ["train", "--resume", str(tmp)],
     "resume-no-checkpoint": _no_checkpoints,
@@ -198,6 +238,11 @@ SCENARIOS: dict[str, Callable[[Path, dict], list[str]]] = {
     # training
     "loss-not-finite": lambda tmp, ctx: _tiny_run(tmp, ctx, "train.learning_rate=1e30"),
 }
+
+BLOCKED = {"onnx-not-installed": ("onnx", "onnxruntime")}
+"""Scenarios run as if these modules were not installed (imports of them fail)."""
+NEEDS_ONNX = {"export-output-not-empty", "eval-onnx-without-runtime", "export-unsupported-family"}
+"""Scenarios that reach their check only with onnx and onnxruntime installed."""
 
 
 def _table() -> dict[str, str]:
@@ -226,8 +271,12 @@ def test_the_table_lists_every_scenario_and_at_least_20():
 @needs_minilm
 @needs_scattertext
 @pytest.mark.parametrize("case", sorted(SCENARIOS))
-def test_bad_input_gives_the_documented_message(case, ctx, tmp_path, capsys):
+def test_bad_input_gives_the_documented_message(case, ctx, tmp_path, capsys, monkeypatch):
+    if case in NEEDS_ONNX and importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime not installed (pip install 'aptune[onnx]')")
     argv = SCENARIOS[case](tmp_path, ctx)
+    for module in BLOCKED.get(case, ()):
+        monkeypatch.setitem(sys.modules, module, None)
     code = main(argv)
     err = capsys.readouterr().err
     assert code == EXIT_BAD_INPUT, err

@@ -145,7 +145,7 @@ def test_help_and_version_load_no_torch():
         "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     )
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "aptune" in shown and "predict" in shown and shown.splitlines()[-1] == "[]"
+    assert "aptune" in shown and "predict" in shown and "export" in shown and shown.splitlines()[-1] == "[]"
     version = subprocess.run([sys.executable, "-m", "aptune", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.strip() == f"aptune {__version__}"
 
@@ -170,6 +170,25 @@ def test_eval_prints_counts_as_integers_and_the_majority_baseline(tiny_model_dir
     assert shown[1] == "majority_baseline 0.6000" and shown[0].startswith("accuracy ")
     assert "n 5" in shown
     assert json.loads((tmp_path / "m.json").read_text())["majority_baseline"] == 0.6
+
+
+@needs_minilm
+def test_export_onnx_int8_then_eval_each_runtime(tiny_model_dir, tmp_path, files, capsys):
+    pytest.importorskip("onnxruntime")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    out = save_pruned(model, tmp_path / "model", {"label_names": ["neg", "pos"], "max_length": 16})
+    transformers.AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    assert main(["export", str(out), "--format", "onnx", "--quantize", "int8"]) == 0
+    assert f"wrote {tmp_path / 'onnx'} (model.onnx, model.int8.onnx" in capsys.readouterr().out
+    test = files("test.csv", [*ROWS, ("dreadful", "neg")])
+    for target in ("model", "onnx", "onnx/model.int8.onnx"):
+        runtime = "torch" if target == "model" else "onnx"
+        assert main(["eval", str(tmp_path / target), "--data", test, "--runtime", runtime]) == 0
+    names = sorted(p.name for p in tmp_path.glob("eval-*.json"))
+    assert names == ["eval-test-test-onnx-int8.json", "eval-test-test-onnx.json", "eval-test-test.json"]
+    torch_metrics, onnx_metrics = (json.loads((tmp_path / n).read_text()) for n in names[2:0:-1])
+    assert onnx_metrics["accuracy"] == torch_metrics["accuracy"]
+    assert onnx_metrics["loss"] == pytest.approx(torch_metrics["loss"], rel=1e-4)
 
 
 def _interrupt_at(monkeypatch, at: int) -> None:

@@ -14,11 +14,14 @@ from torch import nn
 
 from .errors import AptuneError
 from .families import family_for
-from .shrink import META_NAME, base_config, load_pruned
+from .onnx_export import ONNX_NAME
+from .shrink import META_NAME, WEIGHTS_NAME, base_config, load_pruned
 from .train.data import DataError, EvalSource, Example, batches
 from .train.setup import quiet_transformers
 from .train.tasks import Classification, Objective
 
+RUNTIMES = ("torch", "onnx")
+"""What `evaluate_model` runs a model with: the torch export, or an ONNX export in onnxruntime."""
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".txt")
 """File extensions that make a `data` value a local file (see :func:`is_path_like`)."""
 
@@ -78,6 +81,7 @@ def evaluate_model(
     batch_size: int = 64,
     target_column: str = "target",
     majority_baseline: bool = False,
+    runtime: str = "torch",
 ) -> dict[str, float]:
     """Metrics of an exported model on a data file or a named task split.
 
@@ -91,10 +95,14 @@ def evaluate_model(
 
     `data` is a local file when :func:`is_path_like` says so (a leading ``~`` is expanded); such a
     file must exist.
+
+    With ``runtime="onnx"``, `model_dir` is an ONNX export written by `aptune export --format onnx`
+    (its `model.onnx`, or a `.onnx` file in it such as `model.int8.onnx`), run in onnxruntime and
+    scored with the same code and data as the torch export.
     """
     data = os.path.expanduser(data)
     _check_data_file(data)
-    model, tokenizer, meta = load_model_dir(model_dir)
+    model, tokenizer, meta = _load_for(model_dir, runtime)
     info = meta.get("metadata", {})
     objective = Objective.from_metadata(info, model.config)
     objective.bind(model)
@@ -102,6 +110,19 @@ def evaluate_model(
     examples = objective.splits[split] = objective.read_eval(source)
     metrics = objective.evaluate(model, tokenizer, split, batch_size, int(info.get("max_length", 128)))
     return _with_baseline(metrics, examples) if majority_baseline and "accuracy" in metrics else metrics
+
+
+def _load_for(model_dir: str | Path, runtime: str) -> tuple[nn.Module, object, dict]:
+    """The model, tokenizer and `aptune.json` of an export, for `runtime` (see :data:`RUNTIMES`)."""
+    if runtime not in RUNTIMES:
+        raise AptuneError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if runtime == "onnx":
+        from .onnx_export import load_onnx_dir
+
+        return load_onnx_dir(model_dir)
+    if (Path(model_dir) / ONNX_NAME).is_file() and not (Path(model_dir) / WEIGHTS_NAME).is_file():
+        raise AptuneError(f"{model_dir} holds an ONNX export; evaluate it with --runtime onnx")
+    return load_model_dir(model_dir)
 
 
 def _check_single_text_classifier(model_dir: str | Path, meta: dict, objective: Objective) -> None:

@@ -1,4 +1,4 @@
-"""`aptune` command line: train, eval, predict, lm-eval, info, options. Thin: every command calls the
+"""`aptune` command line: train, eval, predict, lm-eval, export, info, options. Thin: every command calls the
 public API, imported inside the command so that `aptune --help` and `--version` load no torch."""
 
 from __future__ import annotations
@@ -77,8 +77,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--target-column", default="target", help="seq2seq text pairs: the target column")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument(
+        "--runtime",
+        default="torch",
+        choices=["torch", "onnx"],
+        help="onnx: MODEL_DIR is an ONNX export from `aptune export` (its model.onnx, or a .onnx file in it "
+        "such as model.int8.onnx), run in onnxruntime",
+    )
+    ev.add_argument(
         "--output",
-        help="metrics JSON path in an existing folder (default: MODEL_DIR/../eval-<data>-<split>.json)",
+        help="metrics JSON path in an existing folder (default: MODEL_DIR/../eval-<data>-<split>.json, "
+        "with -onnx or -onnx-int8 before .json for --runtime onnx)",
     )
 
     pr = sub.add_parser("predict", help="label texts with an exported classifier")
@@ -98,6 +106,17 @@ def _parser() -> argparse.ArgumentParser:
     lm.add_argument("--device", default="cpu")
     lm.add_argument(
         "--output", help="results JSON path in an existing folder (default: MODEL_DIR/../lm-eval.json)"
+    )
+
+    ex = sub.add_parser("export", help="export a model for ONNX Runtime (fp32, optionally int8)")
+    ex.add_argument("model_dir", help="the model/ directory written by `aptune train`")
+    ex.add_argument("--format", required=True, choices=["onnx"], help="the export format")
+    ex.add_argument(
+        "--quantize", choices=["int8"], help="also write model.int8.onnx (dynamic int8 quantization)"
+    )
+    ex.add_argument(
+        "--output",
+        help="the folder to write (default: MODEL_DIR/../onnx; an earlier export there is replaced)",
     )
 
     info = sub.add_parser("info", help="show the per-layer shapes and parameter counts of a model")
@@ -210,13 +229,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def eval_output(model_dir: str, data: str, split: str) -> Path:
+def eval_output(model_dir: str, data: str, split: str, runtime: str = "torch") -> Path:
     """Where `aptune eval` writes its metrics by default: next to the model directory, in a file
     named after the data (a file's stem, or a task name with every other character replaced),
-    so a data argument such as '../x' cannot place it elsewhere."""
+    so a data argument such as '../x' cannot place it elsewhere. For an ONNX export the name ends
+    in `-onnx`, or `-onnx-int8` when MODEL_DIR is its `model.int8.onnx`."""
     name = Path(data).stem if Path(data).exists() else data
     safe = re.sub(r"[^A-Za-z0-9_]+", "-", name).strip("-") or "data"
-    return Path(model_dir).resolve().parent / f"eval-{safe}-{split}.json"
+    path = Path(model_dir).resolve()
+    tag = ""
+    if runtime == "onnx":
+        stem = path.name.removesuffix(".onnx").removeprefix("model") if path.suffix == ".onnx" else ""
+        variant = re.sub(r"[^A-Za-z0-9_]+", "-", stem).strip("-")
+        tag = f"-onnx-{variant}" if variant else "-onnx"
+        path = path.parent if path.suffix == ".onnx" else path
+    return path.parent / f"eval-{safe}-{split}{tag}.json"
 
 
 def _output_file(given: str | None, default: Path) -> Path:
@@ -270,7 +297,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .api import evaluate_model
     from .errors import AptuneError
 
-    out = _output_file(args.output, eval_output(args.model_dir, args.data, args.split))
+    out = _output_file(args.output, eval_output(args.model_dir, args.data, args.split, args.runtime))
     try:
         metrics = evaluate_model(
             args.model_dir,
@@ -282,6 +309,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             target_column=args.target_column,
             majority_baseline=True,
+            runtime=args.runtime,
         )
     except AptuneError as exc:
         raise AptuneError(_in_eval_flags(str(exc))) from exc
@@ -339,6 +367,15 @@ def _cmd_lm_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .onnx_export import INT8_NAME, ONNX_NAME, export_onnx
+
+    out = export_onnx(args.model_dir, args.output, args.quantize)
+    files = [ONNX_NAME, *([INT8_NAME] if args.quantize else [])]
+    print(f"wrote {out} ({', '.join(files)}, tokenizer, model card)")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .api import model_info
 
@@ -359,6 +396,7 @@ COMMANDS = {
     "eval": _cmd_eval,
     "predict": _cmd_predict,
     "lm-eval": _cmd_lm_eval,
+    "export": _cmd_export,
     "info": _cmd_info,
     "options": _cmd_options,
 }
