@@ -26,6 +26,15 @@ def _umask() -> int:
     return mask
 
 
+def fsync(path: str | os.PathLike) -> None:
+    """Flush the file or folder `path` to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def staged_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; when the block ends without error, the file written
@@ -36,11 +45,7 @@ def staged_file(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the bytes are on disk before the name points at them
-        finally:
-            os.close(fd)
+        fsync(tmp)  # the bytes are on disk before the name points at them
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:

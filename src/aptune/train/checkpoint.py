@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import shutil
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file
 
-from ..atomic import staged_dir
+from ..atomic import fsync, staged_dir
 from ..errors import AptuneError
 from ..shrink import save_weights
 
@@ -146,14 +145,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_files(tmp: Path, state: Any, tensors: dict[str, torch.Tensor], model, step: int) -> None:
     """The checkpoint's files in folder `tmp`, each flushed to disk, the manifest last."""
     save_weights(model, tmp / "model.safetensors")
@@ -161,11 +152,11 @@ def _write_files(tmp: Path, state: Any, tensors: dict[str, torch.Tensor], model,
     (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
     files = {}
     for name in _FILES:
-        _fsync(tmp / name)
+        fsync(tmp / name)
         files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "step": step, "files": files}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    _fsync(tmp / MANIFEST)
+    fsync(tmp / MANIFEST)
 
 
 def save_checkpoint(run, out: Path, progress: Progress, keep: int) -> Path | None:
@@ -180,7 +171,7 @@ def save_checkpoint(run, out: Path, progress: Progress, keep: int) -> Path | Non
     final = root / f"step-{progress.step:06d}"
     with staged_dir(final) as tmp:
         _write_files(tmp, _flatten(state, "s", tensors := {}), tensors, run.model, progress.step)
-    _fsync(root)
+    fsync(root)
     _rotate(root, keep)
     return final
 

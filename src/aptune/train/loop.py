@@ -19,7 +19,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..atomic import write_json
-from ..card import machine_description, write_model_card
+from ..card import write_model_card
 from ..config import AptuneConfig, load_config, save_config
 from ..errors import AptuneError
 from .checkpoint import (
@@ -147,8 +147,6 @@ def _write_outputs(run: AptRun, out: Path, metrics: dict, train_seconds: float) 
     with open(out / "history.jsonl", "a", encoding="utf-8") as history:
         write_line(history, final)
     model_dir = export(run, out, {**run.objective.metadata(), "max_length": run.cfg.data.max_length})
-    if "inference" in metrics:
-        metrics["inference"]["machine"] = machine_description(str(metrics["inference"]["device"]))
     write_json(out / "metrics.json", metrics)
     write_model_card(model_dir, metrics, metrics["config"], ranks=final.ranks)
     from .report import write_report

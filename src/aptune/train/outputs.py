@@ -13,6 +13,7 @@ from typing import IO, TYPE_CHECKING
 import torch
 
 from ..atomic import staged_dir
+from ..card import machine_description
 from ..config import AptuneConfig
 from ..shrink import save_pruned, shapes_dict
 from .setup import load_model
@@ -156,6 +157,7 @@ def inference(cfg: AptuneConfig, run: AptRun) -> dict[str, object]:
         "seq_len": int(inputs["input_ids"].shape[1]),
         "dtype": cfg.model.dtype,
         "device": str(run.acc.device),
+        "machine": machine_description(str(run.acc.device)),
     }
 
 
