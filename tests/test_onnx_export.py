@@ -1,5 +1,6 @@
 """ONNX export: onnxruntime's logits equal the torch export's for pruned models with different shapes
-per layer, at any batch size and length; int8 keeps the accuracy; the folder runs without aptune."""
+per layer, at any batch size and length; T5's greedy generation equals `generate()`; int8 keeps the
+accuracy; the folder runs without aptune."""
 
 import subprocess
 import sys
@@ -11,15 +12,18 @@ import transformers
 
 from aptune.api import evaluate_model
 from aptune.families import family_for
-from aptune.onnx_export import INT8_NAME, ONNX_NAME, OnnxExportError, export_onnx, load_onnx_dir
+from aptune.onnx_export import export_onnx, model_kind
+from aptune.onnx_runtime import ONNX_NAME, OnnxExportError, OnnxSeq2Seq, int8_name, load_onnx_dir
 from aptune.shrink import load_pruned, save_pruned, shrink_model
 
-from .conftest import TINY, needs_minilm, tiny_batch, tiny_model, write_csv
+from .conftest import SEQ2SEQ, TINY, needs_minilm, tiny_batch, tiny_model, write_csv
 from .test_shrink import _random_plan
 
 ort = pytest.importorskip("onnxruntime")
 
 CLASSIFIER = {"objective": "Classification", "label_names": ["negative", "positive"], "max_length": 64}
+TEXT_TO_LABEL = {**CLASSIFIER, "objective": "Seq2Seq", "choices": ["w5", "w6"], "prompt_template": "{text}"}
+INT8_NAME = int8_name(ONNX_NAME)
 
 
 @pytest.fixture(scope="module")
@@ -91,24 +95,86 @@ def test_export_folder_holds_tokenizer_card_and_description(tmp_path, tiny_token
     assert not list(tmp_path.glob(".onnx*"))  # no temporary folder left behind
 
 
-def test_the_card_snippet_runs_with_onnxruntime_alone(tmp_path, tiny_tokenizer):
-    """The README's snippet (numpy, onnxruntime, tokenizers) runs where torch, transformers and
-    aptune cannot be imported, and gives the torch export's logits."""
-    model_dir = _pruned_export(tiny_model("bert"), tmp_path / "model", tiny_tokenizer, metadata=CLASSIFIER)
-    out = export_onnx(model_dir, tmp_path / "onnx")
-    card = (out / "README.md").read_text()
-    snippet = card.split("```python\n")[-1].split("```")[0]
+def _card_snippet_output(out, text: str, result: str) -> object:
+    """Run the model card's snippet in `out` with `text`, where torch, transformers and aptune cannot
+    be imported, and return the value of its variable `result`."""
+    snippet = (out / "README.md").read_text().split("```python\n")[-1].split("```")[0]
     code = "import sys\nfor name in ('torch', 'transformers', 'aptune'):\n    sys.modules[name] = None\n"
-    code += snippet.replace('"a text"', '"w5 w9 w7"') + "print(logits.tolist())\n"
+    code += snippet.replace('"a text"', repr(text)) + f"print(repr({result}))\n"
     run = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True, check=True)
+    return eval(run.stdout)
+
+
+def test_the_card_snippet_runs_with_onnxruntime_alone(tmp_path, tiny_tokenizer):
+    """The card's snippet (numpy, onnxruntime, tokenizers) gives the torch export's logits."""
+    model_dir = _pruned_export(tiny_model("bert"), tmp_path / "model", tiny_tokenizer, metadata=CLASSIFIER)
+    logits = _card_snippet_output(export_onnx(model_dir, tmp_path / "onnx"), "w5 w9 w7", "logits.tolist()")
     expected = load_pruned(model_dir)(**tiny_tokenizer(["w5 w9 w7"], return_tensors="pt")).logits
-    torch.testing.assert_close(torch.tensor(eval(run.stdout)), expected.detach(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(logits), expected.detach(), rtol=1e-4, atol=1e-6)
 
 
-def test_refuses_t5_and_folders_it_would_overwrite(tmp_path, tiny_tokenizer):
-    t5 = save_pruned(tiny_model("t5"), tmp_path / "t5")
-    with pytest.raises(OnnxExportError, match="holds a T5ForConditionalGeneration; ONNX export supports"):
-        export_onnx(t5, tmp_path / "onnx")
+def test_the_t5_card_snippet_generates_like_generate(tmp_path, tiny_tokenizer):
+    """The card's greedy loop for T5 (onnxruntime alone) gives `generate()`'s tokens."""
+    model_dir = _pruned_export(tiny_model("t5"), tmp_path / "model", tiny_tokenizer)
+    tokens = _card_snippet_output(export_onnx(model_dir, tmp_path / "onnx"), "w5 w9 w7 w11", "tokens")
+    model = load_pruned(model_dir)
+    inputs = tiny_tokenizer(["w5 w9 w7 w11"], return_tensors="pt")
+    expected = model.generate(**inputs, max_new_tokens=32, do_sample=False, num_beams=1)  # (1, 1 + 32)
+    assert len(tokens) > 2
+    assert tokens == expected[0].tolist()
+
+
+@pytest.mark.parametrize("kind", SEQ2SEQ)
+def test_t5_graphs_give_torch_logits_and_greedy_generation(kind, tmp_path, tiny_tokenizer):
+    model_dir = _pruned_export(tiny_model(kind), tmp_path / "model", tiny_tokenizer)
+    out = export_onnx(model_dir, tmp_path / "onnx", quantize="int8")
+    assert sorted(p.name for p in out.glob("*.onnx")) == [
+        "decoder.int8.onnx", "decoder.onnx", "encoder.int8.onnx", "encoder.onnx"
+    ]  # fmt: skip
+    torch_model, (onnx_model, _, _) = load_pruned(model_dir), load_onnx_dir(out)
+    assert isinstance(onnx_model, OnnxSeq2Seq)
+    g = torch.Generator().manual_seed(0)
+    for seed, batch_size, length, target in [(1, 3, 12, 1), (2, 1, 5, 6), (4, 4, 9, 3)]:
+        batch = tiny_batch(seed=seed, batch=batch_size, length=length)
+        decoder_ids = torch.randint(2, TINY["vocab_size"], (batch_size, target), generator=g)  # (B, S)
+        with torch.no_grad():
+            expected = torch_model(**batch, decoder_input_ids=decoder_ids).logits  # (B, S, V)
+        got = onnx_model(**batch, decoder_input_ids=decoder_ids).logits
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+    batch = tiny_batch(seed=3, batch=4, length=10)
+    first = torch_model.generate(**batch, max_new_tokens=12, do_sample=False, num_beams=1)  # (B, 13)
+    eos = int(first[0, 3])  # so that row 0 ends early and its tail is padding
+    torch_model.generation_config.eos_token_id = onnx_model.config.eos_token_id = eos
+    expected = torch_model.generate(**batch, max_new_tokens=12, do_sample=False, num_beams=1)
+    got = onnx_model.generate(**batch, max_new_tokens=12)
+    assert (expected == torch_model.config.pad_token_id)[:, 1:].any()  # a row finished before the others
+    assert torch.equal(got, expected)
+    _, _, _ = load_onnx_dir(out / "encoder.int8.onnx")  # the int8 pair loads by naming either file
+    with pytest.raises(OnnxExportError, match="greedy only"):
+        onnx_model.generate(**batch, max_new_tokens=2, num_beams=2)
+
+
+def test_t5_onnx_export_scores_like_the_torch_export(tmp_path, tiny_tokenizer):
+    """`evaluate_model(runtime="onnx")` scores a text-to-label T5 with generation and teacher-forced
+    loss as the torch export is scored."""
+    model_dir = _pruned_export(tiny_model("t5"), tmp_path / "model", tiny_tokenizer, metadata=TEXT_TO_LABEL)
+    out = export_onnx(model_dir, tmp_path / "onnx")
+    data = write_csv(tmp_path / "test.csv", _rows(24))
+    expected, got = evaluate_model(model_dir, data), evaluate_model(out, data, runtime="onnx")
+    assert got.keys() == expected.keys() and "exact_match" in got
+    assert got["exact_match"] == expected["exact_match"]
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-4)
+
+
+def _rows(n: int) -> list[tuple[str, str]]:
+    return [(" ".join(f"w{(7 * i + j) % 100 + 2}" for j in range(i % 9 + 1)), ["negative", "positive"][i % 2])
+            for i in range(n)]  # fmt: skip
+
+
+def test_refuses_other_architectures_and_folders_it_would_overwrite(tmp_path, tiny_tokenizer):
+    masked_lm = transformers.BertForMaskedLM(transformers.BertConfig(**TINY))
+    with pytest.raises(OnnxExportError, match="holds a BertForMaskedLM; ONNX export supports"):
+        model_kind(masked_lm, "somewhere")
     model_dir = _pruned_export(tiny_model("bert"), tmp_path / "model", tiny_tokenizer)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("precious")
@@ -123,9 +189,7 @@ def test_onnx_runtime_model_scores_like_the_torch_export(tmp_path, tiny_tokenize
     model_dir = _pruned_export(tiny_model("bert", num_labels=2), tmp_path / "model", tiny_tokenizer,
                                metadata=CLASSIFIER)  # fmt: skip
     out = export_onnx(model_dir, tmp_path / "onnx")
-    rows = [(" ".join(f"w{(7 * i + j) % 100 + 2}" for j in range(i % 9 + 1)), ["negative", "positive"][i % 2])
-            for i in range(40)]  # fmt: skip
-    data = write_csv(tmp_path / "test.csv", rows)
+    data = write_csv(tmp_path / "test.csv", _rows(40))
     expected = evaluate_model(model_dir, data)
     got = evaluate_model(out, data, runtime="onnx")
     assert got.keys() == expected.keys()

@@ -14,7 +14,7 @@ from torch import nn
 
 from .errors import AptuneError
 from .families import family_for
-from .onnx_export import ONNX_NAME
+from .onnx_runtime import is_onnx_export
 from .shrink import META_NAME, WEIGHTS_NAME, base_config, load_pruned
 from .train.data import DataError, EvalSource, Example, batches
 from .train.setup import quiet_transformers
@@ -117,10 +117,10 @@ def _load_for(model_dir: str | Path, runtime: str) -> tuple[nn.Module, object, d
     if runtime not in RUNTIMES:
         raise AptuneError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     if runtime == "onnx":
-        from .onnx_export import load_onnx_dir
+        from .onnx_runtime import load_onnx_dir
 
         return load_onnx_dir(model_dir)
-    if (Path(model_dir) / ONNX_NAME).is_file() and not (Path(model_dir) / WEIGHTS_NAME).is_file():
+    if is_onnx_export(Path(model_dir)) and not (Path(model_dir) / WEIGHTS_NAME).is_file():
         raise AptuneError(f"{model_dir} holds an ONNX export; evaluate it with --runtime onnx")
     return load_model_dir(model_dir)
 

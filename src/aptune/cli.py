@@ -80,8 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         "--runtime",
         default="torch",
         choices=["torch", "onnx"],
-        help="onnx: MODEL_DIR is an ONNX export from `aptune export` (its model.onnx, or a .onnx file in it "
-        "such as model.int8.onnx), run in onnxruntime",
+        help="onnx: MODEL_DIR is an ONNX export from `aptune export` (the folder, or a .onnx file in it "
+        "such as model.int8.onnx; for T5 encoder.int8.onnx picks the int8 pair), run in onnxruntime",
     )
     ev.add_argument(
         "--output",
@@ -112,7 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("model_dir", help="the model/ directory written by `aptune train`")
     ex.add_argument("--format", required=True, choices=["onnx"], help="the export format")
     ex.add_argument(
-        "--quantize", choices=["int8"], help="also write model.int8.onnx (dynamic int8 quantization)"
+        "--quantize",
+        choices=["int8"],
+        help="also write an int8 twin of each graph (model.int8.onnx; T5: encoder/decoder.int8.onnx), "
+        "by dynamic int8 quantization",
     )
     ex.add_argument(
         "--output",
@@ -239,7 +242,8 @@ def eval_output(model_dir: str, data: str, split: str, runtime: str = "torch") -
     path = Path(model_dir).resolve()
     tag = ""
     if runtime == "onnx":
-        stem = path.name.removesuffix(".onnx").removeprefix("model") if path.suffix == ".onnx" else ""
+        stem = path.name.removesuffix(".onnx") if path.suffix == ".onnx" else ""
+        stem = stem.removeprefix("model").removeprefix("encoder").removeprefix("decoder")
         variant = re.sub(r"[^A-Za-z0-9_]+", "-", stem).strip("-")
         tag = f"-onnx-{variant}" if variant else "-onnx"
         path = path.parent if path.suffix == ".onnx" else path
@@ -368,10 +372,11 @@ def _cmd_lm_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .onnx_export import INT8_NAME, ONNX_NAME, export_onnx
+    from .onnx_export import export_onnx
+    from .onnx_runtime import INT8_TAG
 
     out = export_onnx(args.model_dir, args.output, args.quantize)
-    files = [ONNX_NAME, *([INT8_NAME] if args.quantize else [])]
+    files = sorted((path.name for path in out.glob("*.onnx")), key=lambda name: (INT8_TAG in name, name))
     print(f"wrote {out} ({', '.join(files)}, tokenizer, model card)")
     return 0
 

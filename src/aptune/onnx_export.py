@@ -1,33 +1,30 @@
 """ONNX export of aptune models, for ONNX Runtime: fp32 and dynamic int8, any per-layer shapes.
 
 `export_onnx` loads an export with `load_pruned` and traces it with torch's TorchScript-based
-exporter (`torch.onnx.export(..., dynamo=False)`, opset 17) into `model.onnx`, with dynamic batch and
-sequence axes; with ``quantize="int8"`` it also writes `model.int8.onnx` (onnxruntime's dynamic
-quantization, int8 weights). The output folder also holds the tokenizer files, `aptune.json`,
-`config.json` and the model card, so a serving process needs only onnxruntime and a tokenizer.
+exporter (`torch.onnx.export(..., dynamo=False)`, opset 17), with dynamic batch and sequence axes;
+with ``quantize="int8"`` each graph also gets an int8 twin (onnxruntime's dynamic quantization, int8
+weights). The output folder also holds the tokenizer files, `aptune.json`, `config.json` and the
+model card, so a serving process needs only onnxruntime and a tokenizer (see
+:mod:`aptune.onnx_runtime` for the graphs' inputs and outputs and for running them).
 
 The TorchScript exporter was kept over the dynamo exporter: both give the same logits, and on a
 pruned MiniLM it exported about 6x faster and the graph ran a little faster in onnxruntime.
 Attention is traced as plain MatMul / Softmax nodes, so layers with different head counts need no
 special handling. The graph is traced on a padded batch, so the padding mask is part of it.
 
-`OnnxModel` puts an onnxruntime session behind the call interface of a transformers model
-(`model(**inputs).logits`), so `aptune eval --runtime onnx` scores it with the same code as the torch
-export.
-
 Supported: BERT / RoBERTa sequence classifiers (input_ids, attention_mask and, when the model has
-token types, token_type_ids -> logits) and LLaMA-family decoders (input_ids, attention_mask ->
-logits, no past key values). T5 is refused.
+token types, token_type_ids -> logits), LLaMA-family decoders (input_ids, attention_mask -> logits;
+no past key values: each generated token reruns the prefix) and T5 (an encoder and a decoder graph,
+enough for greedy generation).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import transformers
@@ -35,81 +32,139 @@ from torch import nn
 
 from .atomic import staged_dir
 from .card import CARD_NAME, run_card
-from .errors import AptuneError
 from .families import family_for
-from .shrink import META_NAME, WEIGHTS_NAME, base_config, load_pruned
+from .onnx_runtime import (
+    DECODER_NAME,
+    ENCODER_NAME,
+    ONNX_NAME,
+    OnnxExportError,
+    int8_name,
+    is_onnx_export,
+    require_onnx,
+)
+from .shrink import META_NAME, load_pruned
 
-ONNX_NAME = "model.onnx"
-INT8_NAME = "model.int8.onnx"
 OPSET = 17
 QUANTIZE = ("int8",)
-SUPPORTED = "BERT/RoBERTa sequence classifiers and LLaMA/Mistral/Qwen2 decoders"
-INSTALL = "pip install 'aptune[onnx]'"
+SUPPORTED = "BERT/RoBERTa sequence classifiers, LLaMA/Mistral/Qwen2 decoders and T5"
 _AXES = {0: "batch", 1: "sequence"}
 
 
-class OnnxExportError(AptuneError):
-    """A model or folder that cannot be exported to, or run from, ONNX; the message names the fix."""
+@dataclass
+class Graph:
+    """One ONNX file to trace: `module` called with `inputs` (examples, in order), dynamic `axes`
+    per input and output name."""
+
+    name: str
+    module: nn.Module
+    inputs: dict[str, torch.Tensor]
+    outputs: list[str]
+    axes: dict[str, dict[int, str]]
 
 
-def require_onnx() -> None:
-    """Refuse to go on when onnx or onnxruntime is not installed."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        raise OnnxExportError(f"ONNX export and runtime need onnx and onnxruntime: {INSTALL}") from exc
-
-
-def input_names(model: nn.Module, model_dir: str | os.PathLike) -> list[str]:
-    """The graph inputs of `model`, or an error naming what is supported."""
+def model_kind(model: nn.Module, model_dir: str | os.PathLike) -> str:
+    """`classifier`, `causal-lm` or `seq2seq`: the graph layout `model` exports to, or an error naming
+    what is supported."""
     family, architecture = family_for(model).name, type(model).__name__
-    if family == "bert" and architecture.endswith("ForSequenceClassification"):
-        types = getattr(model.config, "type_vocab_size", 1) > 1
-        return ["input_ids", "attention_mask", *(["token_type_ids"] if types else [])]
-    if family == "llama" and architecture.endswith(("ForCausalLM", "ForSequenceClassification")):
-        return ["input_ids", "attention_mask"]
+    if architecture.endswith("ForSequenceClassification") and family in ("bert", "llama"):
+        return "classifier"
+    if family == "llama" and architecture.endswith("ForCausalLM"):
+        return "causal-lm"
+    if family == "t5" and architecture.endswith("ForConditionalGeneration"):
+        return "seq2seq"
     raise OnnxExportError(f"{model_dir} holds a {architecture}; ONNX export supports {SUPPORTED}")
 
 
 class _Logits(nn.Module):
-    """`model`'s logits from positional inputs named `names` (what the tracer sees); a `decoder`
-    is run without a key-value cache."""
+    """`model`'s logits from positional inputs named `names` (what the tracer sees), without a
+    key-value cache."""
 
-    def __init__(self, model: nn.Module, names: list[str], decoder: bool) -> None:
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
         super().__init__()
-        self.model, self.names, self.decoder = model, names, decoder
+        self.model, self.names = model, names
+        self.cache = {"use_cache": False} if family_for(model).name == "llama" else {}
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         kwargs = dict(zip(self.names, inputs, strict=True))
-        if self.decoder:
-            kwargs["use_cache"] = False
-        return self.model(**kwargs).logits  # classifier (B, K); causal LM (B, T, V)
+        return self.model(**kwargs, **self.cache).logits  # classifier (B, K); causal LM (B, T, V)
 
 
-def _example_inputs(model: nn.Module, names: list[str]) -> tuple[torch.Tensor, ...]:
+class _Encoder(nn.Module):
+    """An encoder-decoder's encoder: (input_ids, attention_mask) -> last hidden state (B, T, H)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.encoder = model.get_encoder()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class _Decoder(nn.Module):
+    """An encoder-decoder's decoder and LM head on given encoder states: logits (B, S, V)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask) -> torch.Tensor:
+        return self.model(
+            encoder_outputs=(encoder_hidden_states,),
+            attention_mask=encoder_attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            use_cache=False,
+        ).logits
+
+
+def _example_batch(model: nn.Module) -> dict[str, torch.Tensor]:
     """A (2, 8) batch to trace with; its second row is half padding, so the mask is traced."""
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1, model.config.vocab_size, (2, 8), generator=g)  # (B, T)
     mask = torch.ones_like(ids)  # (B, T)
     mask[1, 4:] = 0
-    values = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-    return tuple(values[name] for name in names)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
 
 
-def export_graph(model: nn.Module, names: list[str], path: Path) -> None:
-    """Trace `model` into the ONNX file `path`: inputs `names`, output `logits`, dynamic batch and
-    sequence axes (the exporter's tracer and deprecation warnings are expected and silenced)."""
-    logits_axes = _AXES if "ForCausalLM" in type(model).__name__ else {0: "batch"}
+def graphs(model: nn.Module, kind: str) -> list[Graph]:
+    """The graphs that export a model of `kind` (see :func:`model_kind`)."""
+    batch = _example_batch(model)
+    if kind != "seq2seq":
+        types = kind == "classifier" and getattr(model.config, "type_vocab_size", 1) > 1
+        names = ["input_ids", "attention_mask", *(["token_type_ids"] if types else [])]
+        logits_axes = _AXES if kind == "causal-lm" else {0: "batch"}
+        axes = {**dict.fromkeys(names, _AXES), "logits": logits_axes}
+        return [Graph(ONNX_NAME, _Logits(model, names), {n: batch[n] for n in names}, ["logits"], axes)]
+    encoder = _Encoder(model)
+    source = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        hidden = encoder(**source)  # (B, T, H)
+    target = {0: "batch", 1: "target"}
+    decoder_inputs = {
+        "decoder_input_ids": batch["input_ids"][:, :3],  # (B, S)
+        "encoder_hidden_states": hidden,
+        "encoder_attention_mask": source["attention_mask"],
+    }
+    decoder_axes = {"decoder_input_ids": target, "encoder_hidden_states": _AXES,
+                    "encoder_attention_mask": _AXES, "logits": target}  # fmt: skip
+    return [
+        Graph(ENCODER_NAME, encoder, source, ["last_hidden_state"], {**dict.fromkeys(source, _AXES),
+                                                                      "last_hidden_state": _AXES}),
+        Graph(DECODER_NAME, _Decoder(model), decoder_inputs, ["logits"], decoder_axes),
+    ]  # fmt: skip
+
+
+def export_graph(graph: Graph, path: Path) -> None:
+    """Trace `graph` into the ONNX file `path` (the exporter's tracer and deprecation warnings are
+    expected and silenced)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _Logits(model, names, decoder=family_for(model).name == "llama").eval(),
-            _example_inputs(model, names),
+            graph.module.eval(),
+            tuple(graph.inputs.values()),
             str(path),
-            input_names=names,
-            output_names=["logits"],
-            dynamic_axes={**dict.fromkeys(names, _AXES), "logits": logits_axes},
+            input_names=list(graph.inputs),
+            output_names=graph.outputs,
+            dynamic_axes=graph.axes,
             opset_version=OPSET,
             dynamo=False,
         )
@@ -131,16 +186,61 @@ def default_output(model_dir: str | os.PathLike) -> Path:
 
 def _check_output(out: Path) -> None:
     """Refuse an output folder that holds anything but an earlier ONNX export (which is replaced)."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / ONNX_NAME).is_file())):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_onnx_export(out))):
         raise OnnxExportError(
             f"output folder {out} exists and is not an ONNX export; choose another --output "
             "(an earlier ONNX export there is replaced)"
         )
 
 
-def onnx_card_section(files: list[str]) -> str:
-    """The part of the model card that describes the ONNX files and how to run them."""
+_HEADER = """import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+"""
+
+_SNIPPETS = {
+    "classifier": """
+session = ort.InferenceSession("{model}")
+enc = Tokenizer.from_file("tokenizer.json").encode("a text")
+feed = {{"input_ids": [enc.ids], "attention_mask": [enc.attention_mask], "token_type_ids": [enc.type_ids]}}
+names = {{i.name for i in session.get_inputs()}}
+logits = session.run(None, {{k: np.array(v, dtype=np.int64) for k, v in feed.items() if k in names}})[0]
+""",
+    "causal-lm": """
+session = ort.InferenceSession("{model}")
+enc = Tokenizer.from_file("tokenizer.json").encode("a text")
+feed = {{"input_ids": np.array([enc.ids]), "attention_mask": np.array([enc.attention_mask])}}
+logits = session.run(None, feed)[0]  # (batch, tokens, vocabulary)
+next_token = int(logits[0, -1].argmax())
+""",
+    "seq2seq": """import json
+
+config = json.load(open("config.json"))
+tokenizer = Tokenizer.from_file("tokenizer.json")
+encoder = ort.InferenceSession("{encoder}")
+decoder = ort.InferenceSession("{decoder}")
+enc = tokenizer.encode("a text")
+mask = np.array([enc.attention_mask], dtype=np.int64)
+feed = {{"input_ids": np.array([enc.ids], dtype=np.int64), "attention_mask": mask}}
+hidden = encoder.run(None, feed)[0]
+tokens = [config["decoder_start_token_id"]]
+for _ in range(32):  # greedy decoding, at most 32 new tokens
+    feed = {{"decoder_input_ids": np.array([tokens]), "encoder_hidden_states": hidden,
+             "encoder_attention_mask": mask}}
+    tokens.append(int(decoder.run(None, feed)[0][0, -1].argmax()))
+    if tokens[-1] == config["eos_token_id"]:
+        break
+text = tokenizer.decode(tokens, skip_special_tokens=True)
+""",
+}
+
+
+def onnx_card_section(kind: str, files: list[str]) -> str:
+    """The part of the model card that lists the ONNX `files` of a `kind` model and shows how to run
+    them with onnxruntime alone (the int8 graphs when there are any)."""
     rows = "\n".join(f"- `{name}`" for name in files)
+    chosen = [name for name in files if ".int8." in name] or files
+    snippet = _SNIPPETS[kind].format(model=chosen[0], encoder=chosen[0], decoder=chosen[-1])
     return f"""
 ## ONNX Runtime files
 
@@ -149,16 +249,7 @@ Exported with `aptune export --format onnx` (opset {OPSET}, dynamic batch and se
 {rows}
 
 ```python
-import numpy as np
-import onnxruntime as ort
-from tokenizers import Tokenizer
-
-session = ort.InferenceSession("{files[-1]}")
-enc = Tokenizer.from_file("tokenizer.json").encode("a text")
-feed = {{"input_ids": [enc.ids], "attention_mask": [enc.attention_mask], "token_type_ids": [enc.type_ids]}}
-names = {{i.name for i in session.get_inputs()}}
-logits = session.run(None, {{k: np.array(v, dtype=np.int64) for k, v in feed.items() if k in names}})[0]
-```
+{_HEADER}{snippet}```
 """
 
 
@@ -171,73 +262,22 @@ def export_onnx(
         raise OnnxExportError(f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZE)}")
     require_onnx()
     model = load_pruned(model_dir).float()  # fp32: the reference graph (int8 is derived from it)
-    names = input_names(model, model_dir)
+    kind = model_kind(model, model_dir)
     out = Path(output_dir) if output_dir is not None else default_output(model_dir)
     _check_output(out)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, config=model.config)
     out.parent.mkdir(parents=True, exist_ok=True)
-    files = [ONNX_NAME, *([INT8_NAME] if quantize else [])]
+    files = []
     with staged_dir(out) as tmp:
-        export_graph(model, names, tmp / ONNX_NAME)
+        for graph in graphs(model, kind):
+            export_graph(graph, tmp / graph.name)
+            files.append(graph.name)
         if quantize:
-            quantize_int8(tmp / ONNX_NAME, tmp / INT8_NAME)
+            for name in list(files):
+                quantize_int8(tmp / name, tmp / int8_name(name))
+                files.append(int8_name(name))
         tokenizer.save_pretrained(tmp)
         for name in (META_NAME, "config.json"):
             shutil.copyfile(Path(model_dir) / name, tmp / name)
-        (tmp / CARD_NAME).write_text(run_card(model_dir) + onnx_card_section(files), encoding="utf-8")
+        (tmp / CARD_NAME).write_text(run_card(model_dir) + onnx_card_section(kind, files), encoding="utf-8")
     return out
-
-
-class OnnxModel(nn.Module):
-    """An onnxruntime session behind the call interface of a transformers model: `model(**inputs)`
-    returns an object with `logits` (a CPU tensor). Inputs the graph does not take are ignored, and
-    token types default to zeros. Its one empty parameter tells callers the device (CPU)."""
-
-    def __init__(self, path: Path, config: transformers.PretrainedConfig) -> None:
-        super().__init__()
-        import onnxruntime
-
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.names = [i.name for i in self.session.get_inputs()]
-        self.config = config
-        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
-
-    def forward(self, **inputs: torch.Tensor) -> SimpleNamespace:
-        if "token_type_ids" not in inputs:
-            inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
-        feed = {name: inputs[name].cpu().long().numpy() for name in self.names}
-        logits = self.session.run(["logits"], feed)[0]  # classifier (B, K); causal LM (B, T, V)
-        return SimpleNamespace(logits=torch.from_numpy(logits))
-
-
-def _onnx_file(path: Path) -> Path:
-    """The ONNX file of a folder written by `export_onnx` (or the file itself), or an error."""
-    if path.suffix == ".onnx":
-        if not path.is_file():
-            raise OnnxExportError(
-                f"{path}: file not found; give an ONNX export folder or a .onnx file in one"
-            )
-        return path
-    if (path / ONNX_NAME).is_file():
-        return path / ONNX_NAME
-    if (path / WEIGHTS_NAME).is_file():
-        raise OnnxExportError(
-            f"{path} holds a torch export, not an ONNX one; write one with "
-            f"aptune export {path} --format onnx and evaluate its output folder"
-        )
-    raise OnnxExportError(f"{path} is not an ONNX export (no {ONNX_NAME}); write one with aptune export")
-
-
-def load_onnx_dir(path: str | os.PathLike) -> tuple[OnnxModel, object, dict]:
-    """The ONNX model (an `OnnxModel`), tokenizer and `aptune.json` of an ONNX export: a folder
-    written by `export_onnx` (its `model.onnx`) or a `.onnx` file in one (e.g. `model.int8.onnx`)."""
-    require_onnx()
-    file = _onnx_file(Path(path))
-    folder = file.parent
-    if not (folder / META_NAME).is_file():
-        raise OnnxExportError(
-            f"{folder} lacks {META_NAME}; pass a folder written by aptune export --format onnx"
-        )
-    meta = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-    return OnnxModel(file, base_config(folder)), tokenizer, meta
