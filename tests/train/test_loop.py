@@ -54,6 +54,7 @@ def test_apt_run_prunes_grows_distils_and_exports(tiny_model_dir, tmp_path):
     during = [line for line in history if not line.get("final")]
     assert during[-1]["physical"] < 1.0  # blocks were removed during training, not only at the end
     assert history[-1]["final"] and history[-1]["eval"] == m["validation"]
+    assert all(0 < line["memory_mb"] <= 1.01 * m["peak_memory_mb"] for line in history)  # current RSS
     loaded = load_pruned(result.model_dir)
     assert sum(p.numel() for p in loaded.parameters()) == m["params"]["total_after"]
     tokenizer = transformers.AutoTokenizer.from_pretrained(result.model_dir)

@@ -32,6 +32,7 @@ def test_a_record_is_one_flat_line_with_absent_parts_left_out():
     assert line["retained"] == 0.7 and line["heads"] == [2, 3] and line["hidden"] == 32
     assert "teacher_score" in line and line["teacher_score"] is None and line["recovery"] is False
     assert line["event"] == "replan" and line["eval"] == {"accuracy": 0.8} and "final" not in line
+    assert _record(memory={"memory_mb": 812.5}).to_json()["memory_mb"] == 812.5
 
 
 def test_postfix_shows_loss_sparsity_and_the_latest_validation_score():

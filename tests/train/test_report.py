@@ -14,7 +14,7 @@ import yaml
 from aptune.train import report as report_module
 from aptune.train.report import write_report
 
-PNGS = ("retained.png", "metric.png", "shapes.png", "ranks.png")
+PNGS = ("retained.png", "metric.png", "shapes.png", "ranks.png", "memory.png")
 COMPONENTS = ("attention.query", "attention.value", "ffn.intermediate")
 CONFIG = {
     "task": "rotten_tomatoes",
@@ -51,7 +51,10 @@ def history_lines(n: int = 20, with_eval: bool = True) -> list[dict]:
             },
             "adapter_params": 1000 + 100 * i,
             "elapsed_s": 1.5 * i,
+            "memory_mb": 2000.0 - 50 * i,
         }
+        if i in (8, 14):
+            line["event"] = "shrink"
         if with_eval and i % 5 == 4:
             line["eval"] = {"accuracy": 0.6 + 0.05 * i / 5, "macro_f1": 0.55 + 0.05 * i / 5, "mcc": 0.2}
         lines.append(line)
@@ -110,7 +113,7 @@ def full_run(tmp_path_factory) -> tuple[Path, str]:
     return run_dir, report.read_text()
 
 
-def test_writes_four_valid_pngs_and_nothing_else(full_run):
+def test_writes_five_valid_pngs_and_nothing_else(full_run):
     run_dir, _ = full_run
     for name in PNGS:
         assert_png(run_dir / name)
@@ -127,6 +130,7 @@ def test_summary_table(full_run):
     assert "| prunable params | 10,000,000 → 4,000,000 (40.0% kept) |" in text
     assert "1:02:05" in text
     assert "2,049 MB" in text
+    assert "| memory in use, first → last logged step | 2,000 MB → 1,050 MB (-48%) |" in text
     assert "12.35 ms / 6.67 ms" in text
     assert "| speed-up measured / ideal | 1.85x / 2.40x |" in text
 

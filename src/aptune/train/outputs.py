@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
-
-import torch
 
 from ..atomic import staged_dir
 from ..card import machine_description
 from ..config import AptuneConfig
 from ..shrink import save_pruned, shapes_dict
+from .memory import peak_memory_mb
 from .setup import load_model
 from .speed import inference_ms
 
@@ -60,6 +58,8 @@ class StepRecord:
     eval: dict[str, float] | None = None
     final: bool = False
     elapsed_s: float = 0.0
+    memory: dict[str, float] = field(default_factory=dict)
+    """The memory in use at this step (see `memory.current_memory_mb`)."""
 
     def to_json(self) -> dict[str, object]:
         """The flat JSON line: sections and losses inlined, absent parts left out."""
@@ -81,6 +81,7 @@ class StepRecord:
         if self.final:
             line["final"] = True
         line["elapsed_s"] = self.elapsed_s
+        line.update(self.memory)
         return line
 
     def postfix(self, last_eval: dict[str, float], metric: str) -> dict[str, str]:
@@ -129,13 +130,6 @@ def write_line(history: IO[str], record: StepRecord) -> None:
     """Append `record` to the history and flush it."""
     history.write(json.dumps(record.to_json()) + "\n")
     history.flush()
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak allocated GPU memory, or the process's peak RSS on CPU, in MB."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def inference(cfg: AptuneConfig, run: AptRun) -> dict[str, object]:

@@ -1,7 +1,8 @@
 """Report of a finished APT run: plots of the pruning/tuning trajectory plus a Markdown summary.
 
 `write_report(run_dir)` reads `history.jsonl` and `metrics.json` from the run directory and writes
-`retained.png`, `metric.png`, `shapes.png`, `ranks.png` and `report.md` next to them, each atomically.
+`retained.png`, `metric.png`, `shapes.png`, `ranks.png`, `memory.png` and `report.md` next to them,
+each atomically.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 HISTORY_FILE = "history.jsonl"
 METRICS_FILE = "metrics.json"
-PLOT_NAMES = ("retained", "metric", "shapes", "ranks")
+PLOT_NAMES = ("retained", "metric", "shapes", "ranks", "memory")
 
 _ADAPTER_NAME = re.compile(r"^(?:(.+)\.)?layer\.(\d+)\.(.+)$")
 
@@ -121,7 +122,7 @@ def _final_ranks(history: History) -> dict[tuple[str, str], int]:
 
 
 def _write_plots(out: Path, history: History, metrics: Metrics) -> bool:
-    """Render the four PNGs into `out`; False (nothing written) when matplotlib is not installed."""
+    """Render the PNGs into `out`; False (nothing written) when matplotlib is not installed."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -248,11 +249,25 @@ def _draw_ranks(fig: Figure, history: History, metrics: Metrics) -> None:
     ax.legend(fontsize="small")
 
 
+def _draw_memory(fig: Figure, history: History, metrics: Metrics) -> None:
+    ax = fig.subplots()
+    series = [(("memory_mb",), "in use (CPU: resident set; GPU: allocated)"),
+              (("memory_reserved_mb",), "reserved by the CUDA allocator")]  # fmt: skip
+    if _plot_lines(ax, history, series):
+        for i, step in enumerate(line["step"] for line in history if line.get("event") == "shrink"):
+            ax.axvline(step, color="grey", ls=":", lw=1, label="shrink" if i == 0 else None)
+        ax.legend(fontsize="small")
+        ax.set_xlabel("step")
+        ax.set_ylabel("MB")
+    ax.set_title("Memory during training")
+
+
 _PLOTS: dict[str, tuple[Callable[[Figure, History, Metrics], None], tuple[float, float]]] = {
     "retained": (_draw_retained, (7.0, 4.0)),
     "metric": (_draw_metric, (7.0, 6.0)),
     "shapes": (_draw_shapes, (12.0, 4.5)),
     "ranks": (_draw_ranks, (9.0, 4.5)),
+    "memory": (_draw_memory, (7.0, 4.0)),
 }
 
 
@@ -294,7 +309,15 @@ def _duration(seconds: Any) -> str:
     return f"{seconds:.1f} s ({timedelta(seconds=round(seconds))})"
 
 
-def _summary_rows(metrics: Metrics) -> list[tuple[str, str]]:
+def _memory_in_use(history: History) -> str:
+    """Memory in use at the first and the last logged step (see `memory.png`)."""
+    levels = [line["memory_mb"] for line in history if "memory_mb" in line]
+    if not levels:
+        return "n/a"
+    return f"{levels[0]:,.0f} MB → {levels[-1]:,.0f} MB ({levels[-1] / levels[0] - 1:+.0%})"
+
+
+def _summary_rows(metrics: Metrics, history: History) -> list[tuple[str, str]]:
     params = metrics.get("params") or {}
     inference = metrics.get("inference") or {}
     setting = ", ".join(
@@ -312,6 +335,7 @@ def _summary_rows(metrics: Metrics) -> list[tuple[str, str]]:
         ("prunable params", _before_after(params.get("prunable_before"), params.get("prunable_after"))),
         ("train time", _duration(metrics.get("train_seconds"))),
         ("peak memory", _fmt(metrics.get("peak_memory_mb"), ",.0f", " MB")),
+        ("memory in use, first → last logged step", _memory_in_use(history)),
         ("inference dense / pruned", latency + (f" ({setting})" if setting else "")),
         ("speed-up measured / ideal", _pair(inference, "speedup", "ideal_speedup", ".2f", "x")),
     ]
@@ -387,7 +411,7 @@ def render_markdown(history: History, metrics: Metrics, plotted: bool = True) ->
     config = yaml.safe_dump(metrics.get("config") or {}, sort_keys=False)
     sections = [
         title,
-        "## Summary\n\n" + _table(("metric", "value"), _summary_rows(metrics)),
+        "## Summary\n\n" + _table(("metric", "value"), _summary_rows(metrics, history)),
         "## Final shapes\n\n" + _shapes_section(history, metrics),
         f"Hidden size: {_before_after(hidden_before, hidden_after)}",
         "## Training curves\n\n" + plots,

@@ -38,6 +38,7 @@ from ..pruner import Cut, Pruner, keeps_all
 from ..schedule import distill_weight, is_replan_step, resolve_step, retain_ratio, tuning_budget
 from ..shrink import SliceRecord, first_k_plan, shapes_dict, slice_linear, slice_optimizer_state
 from ..snapshot import BestWeights, WeightSnapshot
+from .memory import current_memory_mb, release_freed_memory
 from .outputs import DistillStatus, PruningStatus, StepRecord
 from .parallel import Replicas
 from .setup import enable_checkpointing, float32_head, make_optimizer, make_scaler, make_scheduler
@@ -365,7 +366,8 @@ class AptRun:
 
     def apply_cut(self, plan: MaskPlan) -> Cut:
         """Remove every block `plan` does not keep: the model, the optimizer state, masks and scores,
-        the teacher and best-state copies, and the distillation maps' hidden dims."""
+        the teacher and best-state copies, and the distillation maps' hidden dims; the memory they
+        held goes back to the system."""
         cut = self.pruner.cut(plan, self.optimizer)
         for snapshot in self.snapshots():
             snapshot.follow_cuts(cut.records)
@@ -376,6 +378,7 @@ class AptRun:
                 slice_linear(tr.map, keep, "out", records)
                 slice_linear(tr.map, keep, "in", records)
             slice_optimizer_state(self.optimizer, records)
+        release_freed_memory(self.acc.device)
         return cut
 
     def _grow(self, step: int) -> None:
@@ -407,6 +410,7 @@ class AptRun:
             lr=self.scheduler.get_last_lr()[0],
             adapter_params=adapter_params(self.adapters),
             ranks={name: a.rank for name, a in self.adapters.items()},
+            memory=current_memory_mb(self.acc.device),
         )
         if self.distilling:
             record.distill = DistillStatus(self.teacher.score, self.recovering)
