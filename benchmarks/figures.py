@@ -81,6 +81,29 @@ def _validation(method: str) -> list[float]:
     return [accuracy for _, accuracy in _quality(method)["curve"]]
 
 
+def _deploy(model: str, variant: str, field: str = "speedup_32x64") -> float:
+    """A field of the deploy suite's row for `model` / `variant` (benchmarks/deploy.py)."""
+    return _row("deploy", model=model, variant=variant)[field]
+
+
+def _deploy_ratio(numerator: str, denominator: str, field: str) -> float:
+    """The ratio of `field` between two MiniLM variants of the deploy suite."""
+    return _deploy("minilm", numerator, field) / _deploy("minilm", denominator, field)
+
+
+def _int8_cost() -> float:
+    """Accuracy points the pruned MiniLM loses from torch fp32 to ONNX int8."""
+    return 100 * (
+        _deploy("minilm", "pruned torch fp32", "accuracy") - _deploy("minilm", "pruned onnx int8", "accuracy")
+    )
+
+
+def _deploy_table() -> str:
+    """The newest deploy table with its note."""
+    files = sorted(RESULTS.glob("deploy-20??-??-??.md"))
+    return "\n" + files[-1].read_text(encoding="utf-8").strip() + "\n"
+
+
 def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {round(seconds % 60)} s"
 
@@ -104,6 +127,14 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.apt.best_val": lambda: f"{max(_validation('apt-0.6')):.3f}",
     "quality.apt.low_val": lambda: f"{min(_validation('apt-0.6')):.3f}",
     "quality.apt.last_val": lambda: f"{_validation('apt-0.6')[-1]:.3f}",
+    "deploy.table": _deploy_table,
+    "deploy.minilm.int8": lambda: f"{_deploy('minilm', 'pruned onnx int8'):.2f}x",
+    "deploy.minilm.int8_1x64": lambda: f"{_deploy('minilm', 'pruned onnx int8', 'speedup_1x64'):.1f}x",
+    "deploy.minilm.torch": lambda: f"{_deploy('minilm', 'pruned torch fp32'):.2f}x",
+    "deploy.minilm.over_dense_int8": lambda: (
+        f"{_deploy_ratio('dense onnx int8', 'pruned onnx int8', 'ms_32x64'):.2f}x"
+    ),
+    "deploy.minilm.int8_cost": lambda: f"{_int8_cost():.1f}",
     "speed.aligned": lambda: " / ".join(f"{_speed(s, 8):.2f}x" for s in (0.4, 0.6, 0.8)),
     "speed.unaligned": lambda: " / ".join(f"{_speed(s, 1):.2f}x" for s in (0.4, 0.6, 0.8)),
     "speed.of_ideal": lambda: f"{min(_of_ideal(8)):.0%}-{max(_of_ideal(8)):.0%}",

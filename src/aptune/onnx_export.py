@@ -9,8 +9,13 @@ model card, so a serving process needs only onnxruntime and a tokenizer (see
 
 The TorchScript exporter was kept over the dynamo exporter: both give the same logits, and on a
 pruned MiniLM it exported about 6x faster and the graph ran a little faster in onnxruntime.
-Attention is traced as plain MatMul / Softmax nodes, so layers with different head counts need no
-special handling. The graph is traced on a padded batch, so the padding mask is part of it.
+Attention is traced from transformers' eager implementation, as plain MatMul / Softmax nodes, so
+layers with different head counts need no special handling; on the 60%-pruned MiniLM (2 CPU cores,
+batch 32 x 64) that graph ran 1.10x faster in fp32 and 1.36x faster in int8 than one traced from
+SDPA, whose decomposition leaves fewer MatMuls for int8. onnxruntime's transformer optimizer
+(`onnxruntime.transformers.optimizer`) was tried too: it cannot fuse attention whose head count
+differs per layer, and its other fusions made the int8 graph slower (1.35x), so it is not used. The
+graph is traced on a padded batch, so the padding mask is part of it.
 
 Supported: BERT / RoBERTa sequence classifiers (input_ids, attention_mask and, when the model has
 token types, token_type_ids -> logits), LLaMA-family decoders (input_ids, attention_mask -> logits;
@@ -263,6 +268,7 @@ def export_onnx(
     require_onnx()
     model = load_pruned(model_dir).float()  # fp32: the reference graph (int8 is derived from it)
     kind = model_kind(model, model_dir)
+    model.set_attn_implementation("eager")  # plain MatMul / Softmax: faster in onnxruntime
     out = Path(output_dir) if output_dir is not None else default_output(model_dir)
     _check_output(out)
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, config=model.config)
