@@ -13,7 +13,15 @@ import transformers
 from aptune.api import evaluate_model
 from aptune.families import family_for
 from aptune.onnx_export import export_onnx, model_kind
-from aptune.onnx_runtime import ONNX_NAME, OnnxExportError, OnnxSeq2Seq, int8_name, load_onnx_dir
+from aptune.onnx_runtime import (
+    ONNX_NAME,
+    PAST_NAME,
+    OnnxExportError,
+    OnnxModel,
+    OnnxSeq2Seq,
+    int8_name,
+    load_onnx_dir,
+)
 from aptune.shrink import load_pruned, save_pruned, shrink_model
 
 from .conftest import SEQ2SEQ, TINY, needs_minilm, tiny_batch, tiny_model, write_csv
@@ -86,6 +94,40 @@ def test_fp32_logits_equal_torch_at_any_batch_and_length(kind, tmp_path, tiny_to
     assert session.get_inputs()[0].shape == ["batch", "sequence"]
 
 
+def _cache(outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The `past.*` feed for the next step, from a with-past graph's outputs after the logits."""
+    count = len(outputs) // 2
+    names = [f"past.{i}.{kv}" for i in range(count) for kv in ("key", "value")]
+    return dict(zip(names, outputs, strict=True))
+
+
+def test_decoder_with_past_continues_a_cache_like_the_full_forward(tmp_path, tiny_tokenizer):
+    """`model_with_past.onnx` on a pruned GQA decoder: a prompt with an empty cache, then new tokens
+    one and two at a time fed with the returned cache, give the full forward's logits."""
+    model_dir = _pruned_export(tiny_model("llama-gqa"), tmp_path / "model", tiny_tokenizer)
+    out = export_onnx(model_dir, tmp_path / "onnx")
+    torch_model = load_pruned(model_dir)
+    ids = _no_padding(2, 9)["input_ids"]  # (B, 9)
+    with torch.no_grad():
+        expected = torch_model(input_ids=ids).logits.numpy()  # (B, 9, V)
+    onnx_model = OnnxModel(out / PAST_NAME, torch_model.config)  # an empty cache: the prompt's logits
+    np.testing.assert_allclose(onnx_model(input_ids=ids[:, :6]).logits.numpy(), expected[:, :6], rtol=1e-4,
+                               atol=1e-4 * float(np.abs(expected).max()))  # fmt: skip
+    session = onnx_model.session
+    empty = {n: np.zeros((2, h, 0, d), np.float32) for n, (h, d) in onnx_model.past.items()}
+    done, cache = 0, empty
+    for width in (6, 1, 2):
+        span = slice(done, done + width)
+        feed = {"input_ids": ids[:, span].numpy(), "attention_mask": np.ones((2, done + width), np.int64),
+                "position_ids": np.arange(done, done + width)[None].repeat(2, 0), **cache}  # fmt: skip
+        logits, *present = session.run(None, feed)
+        np.testing.assert_allclose(
+            logits, expected[:, span], rtol=1e-4, atol=1e-4 * float(np.abs(expected).max())
+        )
+        assert present[0].shape[2] == done + width
+        done, cache = done + width, _cache(present)
+
+
 def test_export_folder_holds_tokenizer_card_and_description(tmp_path, tiny_tokenizer):
     model_dir = _pruned_export(tiny_model("bert"), tmp_path / "model", tiny_tokenizer, metadata=CLASSIFIER)
     out = export_onnx(model_dir, tmp_path / "onnx", quantize="int8")
@@ -111,6 +153,17 @@ def test_the_card_snippet_runs_with_onnxruntime_alone(tmp_path, tiny_tokenizer):
     logits = _card_snippet_output(export_onnx(model_dir, tmp_path / "onnx"), "w5 w9 w7", "logits.tolist()")
     expected = load_pruned(model_dir)(**tiny_tokenizer(["w5 w9 w7"], return_tensors="pt")).logits
     torch.testing.assert_close(torch.tensor(logits), expected.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_the_decoder_card_snippet_generates_like_generate(tmp_path, tiny_tokenizer):
+    """The card's greedy loop with the key-value cache (onnxruntime alone) gives `generate()`'s tokens."""
+    model_dir = _pruned_export(tiny_model("llama-gqa"), tmp_path / "model", tiny_tokenizer)
+    tokens = _card_snippet_output(export_onnx(model_dir, tmp_path / "onnx"), "w5 w9 w7 w11", "tokens")
+    model = load_pruned(model_dir)
+    inputs = tiny_tokenizer(["w5 w9 w7 w11"], return_tensors="pt")
+    expected = model.generate(**inputs, max_new_tokens=32, do_sample=False, num_beams=1)  # (1, 4 + new)
+    assert len(tokens) > 5
+    assert tokens == expected[0].tolist()
 
 
 def test_the_t5_card_snippet_generates_like_generate(tmp_path, tiny_tokenizer):

@@ -18,13 +18,15 @@ differs per layer, and its other fusions made the int8 graph slower (1.35x), so 
 graph is traced on a padded batch, so the padding mask is part of it.
 
 Supported: BERT / RoBERTa sequence classifiers (input_ids, attention_mask and, when the model has
-token types, token_type_ids -> logits), LLaMA-family decoders (input_ids, attention_mask -> logits;
-no past key values: each generated token reruns the prefix) and T5 (an encoder and a decoder graph,
+token types, token_type_ids -> logits), LLaMA-family decoders (`model.onnx`: input_ids,
+attention_mask -> logits, and `model_with_past.onnx`, which also takes and returns each layer's keys
+and values, so generation feeds one new token per step) and T5 (an encoder and a decoder graph,
 enough for greedy generation).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import warnings
@@ -34,6 +36,7 @@ from pathlib import Path
 import torch
 import transformers
 from torch import nn
+from transformers import DynamicCache
 
 from .atomic import staged_dir
 from .card import CARD_NAME, run_card
@@ -42,6 +45,7 @@ from .onnx_runtime import (
     DECODER_NAME,
     ENCODER_NAME,
     ONNX_NAME,
+    PAST_NAME,
     OnnxExportError,
     int8_name,
     is_onnx_export,
@@ -53,6 +57,9 @@ OPSET = 17
 QUANTIZE = ("int8",)
 SUPPORTED = "BERT/RoBERTa sequence classifiers, LLaMA/Mistral/Qwen2 decoders and T5"
 _AXES = {0: "batch", 1: "sequence"}
+_CACHED = {0: "batch", 1: "total"}  # an attention mask over cached and new tokens
+_PAST = {0: "batch", 2: "past"}  # a cached key or value (B, kv_heads, P, head_dim)
+_PRESENT = {0: "batch", 2: "total"}
 
 
 @dataclass
@@ -92,6 +99,54 @@ class _Logits(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         kwargs = dict(zip(self.names, inputs, strict=True))
         return self.model(**kwargs, **self.cache).logits  # classifier (B, K); causal LM (B, T, V)
+
+
+class _WithPast(nn.Module):
+    """A decoder's logits and updated key-value cache: (input_ids (B, N), attention_mask (B, P + N),
+    position_ids (B, N), then each layer's past key and value (B, kv_heads_l, P, head_dim)) ->
+    (logits (B, N, V), then each layer's present key and value (B, kv_heads_l, P + N, head_dim))."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        named_cache = "cache" in inspect.signature(model.forward).parameters  # newer transformers' name
+        self.cache_arg = "cache" if named_cache else "past_key_values"
+
+    def forward(
+        self, input_ids, attention_mask, position_ids, *past: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        cache = DynamicCache()
+        for layer in range(len(past) // 2):
+            cache.update(past[2 * layer], past[2 * layer + 1], layer)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            **{self.cache_arg: cache},
+        )
+        present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        return (out.logits, *present)
+
+
+def _past_names(model: nn.Module, prefix: str) -> list[str]:
+    """`<prefix>.<layer>.key` and `.value` for every layer, in the graph's input / output order."""
+    return [f"{prefix}.{i}.{kv}" for i in range(model.config.num_hidden_layers) for kv in ("key", "value")]
+
+
+def _with_past_graph(model: nn.Module, batch: dict[str, torch.Tensor]) -> Graph:
+    """`model_with_past.onnx`: traced on 5 cached tokens and 3 new ones (a padded batch)."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]  # (B, 8)
+    with torch.no_grad():
+        prefix = model(input_ids=ids[:, :5], attention_mask=mask[:, :5], use_cache=True).past_key_values
+    past = [t for layer in prefix.layers for t in (layer.keys, layer.values)]
+    inputs = {"input_ids": ids[:, 5:], "attention_mask": mask,
+              "position_ids": torch.arange(5, 8).expand(len(ids), 3),
+              **dict(zip(_past_names(model, "past"), past, strict=True))}  # fmt: skip
+    axes = {"input_ids": _AXES, "attention_mask": _CACHED, "position_ids": _AXES, "logits": _AXES,
+            **dict.fromkeys(_past_names(model, "past"), _PAST),
+            **dict.fromkeys(_past_names(model, "present"), _PRESENT)}  # fmt: skip
+    return Graph(PAST_NAME, _WithPast(model), inputs, ["logits", *_past_names(model, "present")], axes)
 
 
 class _Encoder(nn.Module):
@@ -138,7 +193,8 @@ def graphs(model: nn.Module, kind: str) -> list[Graph]:
         names = ["input_ids", "attention_mask", *(["token_type_ids"] if types else [])]
         logits_axes = _AXES if kind == "causal-lm" else {0: "batch"}
         axes = {**dict.fromkeys(names, _AXES), "logits": logits_axes}
-        return [Graph(ONNX_NAME, _Logits(model, names), {n: batch[n] for n in names}, ["logits"], axes)]
+        graph = Graph(ONNX_NAME, _Logits(model, names), {n: batch[n] for n in names}, ["logits"], axes)
+        return [graph, _with_past_graph(model, batch)] if kind == "causal-lm" else [graph]
     encoder = _Encoder(model)
     source = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     with torch.no_grad():
@@ -211,12 +267,26 @@ feed = {{"input_ids": [enc.ids], "attention_mask": [enc.attention_mask], "token_
 names = {{i.name for i in session.get_inputs()}}
 logits = session.run(None, {{k: np.array(v, dtype=np.int64) for k, v in feed.items() if k in names}})[0]
 """,
-    "causal-lm": """
-session = ort.InferenceSession("{model}")
-enc = Tokenizer.from_file("tokenizer.json").encode("a text")
-feed = {{"input_ids": np.array([enc.ids]), "attention_mask": np.array([enc.attention_mask])}}
-logits = session.run(None, feed)[0]  # (batch, tokens, vocabulary)
-next_token = int(logits[0, -1].argmax())
+    "causal-lm": """import json
+
+config = json.load(open("config.json"))
+stop = config["eos_token_id"] if isinstance(config["eos_token_id"], list) else [config["eos_token_id"]]
+tokenizer = Tokenizer.from_file("tokenizer.json")
+session = ort.InferenceSession("{past}")
+prompt = tokenizer.encode("a text").ids
+past = {{i.name: np.zeros([1, i.shape[1], 0, i.shape[3]], np.float32)
+        for i in session.get_inputs() if i.name.startswith("past.")}}
+tokens, new = list(prompt), list(prompt)
+for _ in range(32):  # greedy decoding with the key-value cache, at most 32 new tokens
+    feed = {{"input_ids": np.array([new]), "attention_mask": np.ones((1, len(tokens)), np.int64),
+             "position_ids": np.arange(len(tokens) - len(new), len(tokens))[None], **past}}
+    logits, *present = session.run(None, feed)
+    past = {{o.name.replace("present", "past"): v for o, v in zip(session.get_outputs()[1:], present)}}
+    tokens.append(int(logits[0, -1].argmax()))
+    new = tokens[-1:]
+    if tokens[-1] in stop:
+        break
+text = tokenizer.decode(tokens[len(prompt):])
 """,
     "seq2seq": """import json
 
@@ -244,8 +314,13 @@ def onnx_card_section(kind: str, files: list[str]) -> str:
     """The part of the model card that lists the ONNX `files` of a `kind` model and shows how to run
     them with onnxruntime alone (the int8 graphs when there are any)."""
     rows = "\n".join(f"- `{name}`" for name in files)
-    chosen = [name for name in files if ".int8." in name] or files
-    snippet = _SNIPPETS[kind].format(model=chosen[0], encoder=chosen[0], decoder=chosen[-1])
+
+    def pick(name: str) -> str:
+        return int8_name(name) if int8_name(name) in files else name
+
+    snippet = _SNIPPETS[kind].format(
+        model=pick(ONNX_NAME), past=pick(PAST_NAME), encoder=pick(ENCODER_NAME), decoder=pick(DECODER_NAME)
+    )
     return f"""
 ## ONNX Runtime files
 

@@ -1,10 +1,13 @@
 """Running aptune's ONNX exports in onnxruntime, behind the call interface of a transformers model.
 
-An ONNX export folder (written by :func:`aptune.onnx_export.export_onnx`) holds one graph per model,
-`model.onnx`, for classifiers and decoder LMs, or two for encoder-decoders (T5): `encoder.onnx`
-(input_ids, attention_mask -> last_hidden_state) and `decoder.onnx` (decoder_input_ids,
-encoder_hidden_states, encoder_attention_mask -> logits, no key-value cache). Each may have a dynamic
-int8 twin (`model.int8.onnx`, ...).
+An ONNX export folder (written by :func:`aptune.onnx_export.export_onnx`) holds `model.onnx` for
+classifiers and decoder LMs (input_ids, attention_mask [, token_type_ids] -> logits); for decoder
+LMs also `model_with_past.onnx` (input_ids, attention_mask over past and new tokens, position_ids,
+`past.<layer>.key/value` -> logits, `present.<layer>.key/value`), which generation feeds one token
+per step; and for encoder-decoders (T5) `encoder.onnx` (input_ids, attention_mask ->
+last_hidden_state) and `decoder.onnx` (decoder_input_ids, encoder_hidden_states,
+encoder_attention_mask -> logits, no key-value cache). Each may have a dynamic int8 twin
+(`model.int8.onnx`, ...).
 
 `OnnxModel` and `OnnxSeq2Seq` wrap the sessions so that `model(**inputs).logits` and, for T5,
 `model.generate(...)` (greedy) work as they do for the torch export: `aptune eval --runtime onnx`
@@ -28,6 +31,7 @@ from .errors import AptuneError
 from .shrink import META_NAME, WEIGHTS_NAME, base_config
 
 ONNX_NAME = "model.onnx"
+PAST_NAME = "model_with_past.onnx"
 ENCODER_NAME = "encoder.onnx"
 DECODER_NAME = "decoder.onnx"
 INT8_TAG = ".int8"
@@ -75,20 +79,29 @@ def _feed(names: list[str], inputs: dict[str, torch.Tensor | np.ndarray]) -> dic
 
 class OnnxModel(nn.Module):
     """An onnxruntime session behind the call interface of a transformers model: `model(**inputs)`
-    returns an object with `logits` (a CPU tensor). Inputs the graph does not take are ignored, and
-    token types default to zeros. Its one empty parameter tells callers the device (CPU)."""
+    returns an object with `logits` (a CPU tensor). Inputs the graph does not take are ignored, the
+    attention mask defaults to ones and token types to zeros, and a graph with a key-value cache gets an empty one (and positions
+    0..T-1, as the torch model uses without a cache). Its one empty parameter tells callers the
+    device (CPU)."""
 
     def __init__(self, path: Path, config: transformers.PretrainedConfig) -> None:
         super().__init__()
         self.session = _session(path)
-        self.names = [i.name for i in self.session.get_inputs()]
+        inputs = self.session.get_inputs()
+        self.names = [i.name for i in inputs if not i.name.startswith("past.")]
+        self.past = {i.name: (i.shape[1], i.shape[3]) for i in inputs if i.name.startswith("past.")}
         self.config = config
         self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
     def forward(self, **inputs: torch.Tensor) -> SimpleNamespace:
-        if "token_type_ids" not in inputs:
-            inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
-        logits = self.session.run(["logits"], _feed(self.names, inputs))[0]  # (B, K) or (B, T, V)
+        ids = inputs["input_ids"]  # (B, T)
+        inputs.setdefault("attention_mask", torch.ones_like(ids))
+        inputs.setdefault("token_type_ids", torch.zeros_like(ids))
+        inputs.setdefault("position_ids", torch.arange(ids.shape[1]).expand_as(ids))
+        feed = _feed(self.names, inputs)
+        for name, (heads, head_dim) in self.past.items():
+            feed[name] = np.zeros((len(ids), heads, 0, head_dim), dtype=np.float32)  # (B, h, 0, d)
+        logits = self.session.run(["logits"], feed)[0]  # (B, K) or (B, T, V)
         return SimpleNamespace(logits=torch.from_numpy(logits))
 
 
