@@ -244,7 +244,7 @@ def eval_output(model_dir: str, data: str, split: str, runtime: str = "torch") -
     if runtime == "onnx":
         stem = path.name.removesuffix(".onnx") if path.suffix == ".onnx" else ""
         stem = stem.removeprefix("model").removeprefix("encoder").removeprefix("decoder")
-        variant = re.sub(r"[^A-Za-z0-9_]+", "-", stem).strip("-")
+        variant = re.sub(r"[^A-Za-z0-9]+", "-", stem).strip("-")
         tag = f"-onnx-{variant}" if variant else "-onnx"
         path = path.parent if path.suffix == ".onnx" else path
     return path.parent / f"eval-{safe}-{split}{tag}.json"
