@@ -27,6 +27,7 @@ enough for greedy generation).
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import shutil
 import warnings
@@ -125,8 +126,14 @@ class _WithPast(nn.Module):
             use_cache=True,
             **{self.cache_arg: cache},
         )
-        present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        present = [t for layer in _returned_cache(out).layers for t in (layer.keys, layer.values)]
         return (out.logits, *present)
+
+
+def _returned_cache(output) -> DynamicCache:
+    """The key-value cache a forward returned (`cache` in newer transformers, `past_key_values` before)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def _past_names(model: nn.Module, prefix: str) -> list[str]:
@@ -138,7 +145,7 @@ def _with_past_graph(model: nn.Module, batch: dict[str, torch.Tensor]) -> Graph:
     """`model_with_past.onnx`: traced on 5 cached tokens and 3 new ones (a padded batch)."""
     ids, mask = batch["input_ids"], batch["attention_mask"]  # (B, 8)
     with torch.no_grad():
-        prefix = model(input_ids=ids[:, :5], attention_mask=mask[:, :5], use_cache=True).past_key_values
+        prefix = _returned_cache(model(input_ids=ids[:, :5], attention_mask=mask[:, :5], use_cache=True))
     past = [t for layer in prefix.layers for t in (layer.keys, layer.values)]
     inputs = {"input_ids": ids[:, 5:], "attention_mask": mask,
               "position_ids": torch.arange(5, 8).expand(len(ids), 3),
@@ -237,7 +244,11 @@ def quantize_int8(source: Path, target: Path) -> None:
     changed half as many predictions of a pruned MiniLM as one scale per tensor, and ran faster."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    logging.disable(logging.WARNING)  # its advice to pre-process is for static quantization
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def default_output(model_dir: str | os.PathLike) -> Path:

@@ -80,9 +80,9 @@ def _feed(names: list[str], inputs: dict[str, torch.Tensor | np.ndarray]) -> dic
 class OnnxModel(nn.Module):
     """An onnxruntime session behind the call interface of a transformers model: `model(**inputs)`
     returns an object with `logits` (a CPU tensor). Inputs the graph does not take are ignored, the
-    attention mask defaults to ones and token types to zeros, and a graph with a key-value cache gets an empty one (and positions
-    0..T-1, as the torch model uses without a cache). Its one empty parameter tells callers the
-    device (CPU)."""
+    attention mask defaults to ones and token types to zeros, and a graph with a key-value cache gets
+    an empty one (and positions 0..T-1, as the torch model uses without a cache). Its one empty
+    parameter tells callers the device (CPU)."""
 
     def __init__(self, path: Path, config: transformers.PretrainedConfig) -> None:
         super().__init__()
