@@ -11,11 +11,11 @@ The TorchScript exporter was kept over the dynamo exporter: both give the same l
 pruned MiniLM it exported about 6x faster and the graph ran a little faster in onnxruntime.
 Attention is traced from transformers' eager implementation, as plain MatMul / Softmax nodes, so
 layers with different head counts need no special handling; on the 60%-pruned MiniLM (2 CPU cores,
-batch 32 x 64) that graph ran 1.10x faster in fp32 and 1.36x faster in int8 than one traced from
-SDPA, whose decomposition leaves fewer MatMuls for int8. onnxruntime's transformer optimizer
-(`onnxruntime.transformers.optimizer`) was tried too: it cannot fuse attention whose head count
-differs per layer, and its other fusions made the int8 graph slower (1.35x), so it is not used. The
-graph is traced on a padded batch, so the padding mask is part of it.
+batch 32 x 64, steady state) that graph ran 1.07x faster in fp32 and 1.09x faster in int8 than one
+traced from SDPA. onnxruntime's transformer optimizer (`onnxruntime.transformers.optimizer`) was
+tried too: it cannot fuse attention whose head count differs per layer, and its other fusions made
+the graph slower (1.10x in fp32, 1.07x in int8), so it is not used. The graph is traced on a
+padded batch, so the padding mask is part of it.
 
 Supported: BERT / RoBERTa sequence classifiers (input_ids, attention_mask and, when the model has
 token types, token_type_ids -> logits), LLaMA-family decoders (`model.onnx`: input_ids,
