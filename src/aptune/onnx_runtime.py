@@ -112,12 +112,13 @@ def greedy_generate(
     attention_mask: np.ndarray,
     max_new_tokens: int,
     start_id: int,
-    eos_id: int,
+    eos_id: int | list[int],
     pad_id: int,
 ) -> np.ndarray:
     """Greedy decoding with an encoder and a decoder onnxruntime session, as `generate()` does it:
     the output (B, 1 + up to max_new_tokens) starts with `start_id`; a row that has produced
-    `eos_id` continues with `pad_id`; decoding stops when every row has finished."""
+    `eos_id` (or one of a list of them) continues with `pad_id`; decoding stops when every row has
+    finished."""
     mask = attention_mask.astype(np.int64)  # (B, T)
     source = {"input_ids": input_ids.astype(np.int64), "attention_mask": mask}
     hidden = encoder.run(None, source)[0]  # (B, T, H)
@@ -128,7 +129,7 @@ def greedy_generate(
         logits = decoder.run(["logits"], feed)[0]  # (B, S, V)
         token = np.where(done, pad_id, logits[:, -1].argmax(-1))  # (B,)
         out = np.concatenate([out, token[:, None]], axis=1)
-        done |= token == eos_id
+        done |= np.isin(token, eos_id)
         if done.all():
             break
     return out
