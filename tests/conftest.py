@@ -218,26 +218,30 @@ def tiny_llama_dir(tmp_path_factory, minilm_dir) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
-def tiny_t5_dir(tmp_path_factory, minilm_dir) -> str:
-    """A tiny random T5 (gated FFN) saved like a hub model, with the real MiniLM tokenizer: targets
-    end with [SEP], which is the model's EOS token (fast seq2seq loop tests)."""
-    path = tmp_path_factory.mktemp("tiny-t5")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir)
-    config = transformers.T5Config(
+def tiny_t5_config(tokenizer, **layout) -> transformers.T5Config:
+    """A 2-layer, 64-wide T5 config over `tokenizer`'s vocabulary (a BERT tokenizer: targets end
+    with [SEP], the EOS token); `layout` sets the FFN kind and the rest."""
+    return transformers.T5Config(
         vocab_size=len(tokenizer),
         d_model=64,
         d_kv=16,
         num_heads=4,
         d_ff=128,
         num_layers=2,
-        num_decoder_layers=2,
-        feed_forward_proj="gated-gelu",
-        dropout_rate=0.0,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.sep_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
+        **layout,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory, minilm_dir) -> str:
+    """A tiny random T5 (gated FFN) saved like a hub model, with the real MiniLM tokenizer: targets
+    end with [SEP], which is the model's EOS token (fast seq2seq loop tests)."""
+    path = tmp_path_factory.mktemp("tiny-t5")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    config = tiny_t5_config(tokenizer, num_decoder_layers=2, feed_forward_proj="gated-gelu", dropout_rate=0.0)
     torch.manual_seed(0)
     transformers.T5ForConditionalGeneration(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

