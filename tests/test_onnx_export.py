@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import transformers
@@ -135,6 +136,21 @@ def test_export_folder_holds_tokenizer_card_and_description(tmp_path, tiny_token
         assert (out / name).is_file(), name
     assert "model.int8.onnx" in (out / "README.md").read_text()
     assert not list(tmp_path.glob(".onnx*"))  # no temporary folder left behind
+
+
+def _matmul_ops(path) -> dict[str, str]:
+    """Op type of every (integer) matrix product of an ONNX file, by node name."""
+    nodes = onnx.load(str(path)).graph.node
+    return {n.name: n.op_type for n in nodes if n.op_type in ("MatMul", "MatMulInteger")}
+
+
+def test_decoder_int8_keeps_the_outlier_projection_in_fp32(tmp_path, tiny_tokenizer):
+    model_dir = _pruned_export(tiny_model("llama-gqa"), tmp_path / "model", tiny_tokenizer)
+    out = export_onnx(model_dir, tmp_path / "onnx", quantize="int8")
+    ops = _matmul_ops(out / INT8_NAME)
+    down = {name: op for name, op in ops.items() if "/down_proj/" in name}
+    assert down and set(down.values()) == {"MatMul"}
+    assert {op for name, op in ops.items() if "/up_proj/" in name or "/q_proj/" in name} == {"MatMulInteger"}
 
 
 def _card_snippet_output(out, text: str, result: str) -> object:

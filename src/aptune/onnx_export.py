@@ -238,15 +238,25 @@ def export_graph(graph: Graph, path: Path) -> None:
         )
 
 
-def quantize_int8(source: Path, target: Path) -> None:
-    """onnxruntime's dynamic quantization of `source` into `target`: int8 weights of MatMul / Gemm,
-    one scale per output channel, activations quantized per batch at run time. Per-channel scales
-    changed half as many predictions of a pruned MiniLM as one scale per tensor, and ran faster."""
+def quantize_int8(
+    source: Path, target: Path, per_channel: bool = True, keep_fp32: tuple[str, ...] = ()
+) -> None:
+    """onnxruntime's dynamic quantization of `source` into `target`: int8 weights of MatMul / Gemm
+    (one scale per output channel with `per_channel`, else one per tensor), activations quantized
+    per batch at run time. The MatMuls of the linears named in `keep_fp32` (their last attribute,
+    e.g. ``down_proj``) stay fp32. Per-channel scales changed half as many predictions of a pruned
+    MiniLM as one scale per tensor, and ran faster; the family decides (`ModelFamily.int8_*`)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    graph = onnx.load(str(source), load_external_data=False).graph
+    exclude = [n.name for n in graph.node if any(f"/{name}/" in n.name for name in keep_fp32)]
     logging.disable(logging.WARNING)  # its advice to pre-process is for static quantization
     try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(
+            str(source), str(target), weight_type=QuantType.QInt8, per_channel=per_channel,
+            nodes_to_exclude=exclude,
+        )  # fmt: skip
     finally:
         logging.disable(logging.NOTSET)
 
@@ -353,7 +363,7 @@ def export_onnx(
         raise OnnxExportError(f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZE)}")
     require_onnx()
     model = load_pruned(model_dir).float()  # fp32: the reference graph (int8 is derived from it)
-    kind = model_kind(model, model_dir)
+    kind, family = model_kind(model, model_dir), family_for(model)
     model.set_attn_implementation("eager")  # plain MatMul / Softmax: faster in onnxruntime
     out = Path(output_dir) if output_dir is not None else default_output(model_dir)
     _check_output(out)
@@ -366,7 +376,7 @@ def export_onnx(
             files.append(graph.name)
         if quantize:
             for name in list(files):
-                quantize_int8(tmp / name, tmp / int8_name(name))
+                quantize_int8(tmp / name, tmp / int8_name(name), family.int8_per_channel, family.int8_fp32)
                 files.append(int8_name(name))
         tokenizer.save_pretrained(tmp)
         for name in (META_NAME, "config.json"):

@@ -37,6 +37,11 @@ class LlamaFamily(ModelFamily):
     norm_writes_residual = False
     stock_export = True
     layer_shape_keys = ("num_attention_heads", "num_key_value_heads", "intermediate_size")
+    # measured on SmolLM2-135M (300 test reviews, fp32 0.877): every MatMul in int8 with per-channel
+    # scales 0.623 (one class for every review), per-tensor 0.753, per-tensor with down_proj in
+    # fp32 0.867; down_proj reads the gate * up product, where decoders' massive activations live
+    int8_per_channel = False
+    int8_fp32 = ("down_proj",)
 
     def _layers(self, model: nn.Module) -> nn.ModuleList:
         return model.base_model.layers
