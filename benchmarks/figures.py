@@ -86,15 +86,15 @@ def _deploy(model: str, variant: str, field: str = "speedup_32x64") -> float:
     return _row("deploy", model=model, variant=variant)[field]
 
 
-def _deploy_ratio(numerator: str, denominator: str, field: str) -> float:
-    """The ratio of `field` between two MiniLM variants of the deploy suite."""
-    return _deploy("minilm", numerator, field) / _deploy("minilm", denominator, field)
+def _deploy_ratio(model: str, numerator: str, denominator: str, field: str) -> float:
+    """The ratio of `field` between two variants of `model` in the deploy suite."""
+    return _deploy(model, numerator, field) / _deploy(model, denominator, field)
 
 
-def _int8_cost() -> float:
-    """Accuracy points the pruned MiniLM loses from torch fp32 to ONNX int8."""
+def _int8_cost(model: str) -> float:
+    """Accuracy points the pruned `model` loses from torch fp32 to ONNX int8."""
     return 100 * (
-        _deploy("minilm", "pruned torch fp32", "accuracy") - _deploy("minilm", "pruned onnx int8", "accuracy")
+        _deploy(model, "pruned torch fp32", "accuracy") - _deploy(model, "pruned onnx int8", "accuracy")
     )
 
 
@@ -128,13 +128,19 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.apt.low_val": lambda: f"{min(_validation('apt-0.6')):.3f}",
     "quality.apt.last_val": lambda: f"{_validation('apt-0.6')[-1]:.3f}",
     "deploy.table": _deploy_table,
-    "deploy.minilm.int8": lambda: f"{_deploy('minilm', 'pruned onnx int8'):.2f}x",
-    "deploy.minilm.int8_1x64": lambda: f"{_deploy('minilm', 'pruned onnx int8', 'speedup_1x64'):.1f}x",
-    "deploy.minilm.torch": lambda: f"{_deploy('minilm', 'pruned torch fp32'):.2f}x",
-    "deploy.minilm.over_dense_int8": lambda: (
-        f"{_deploy_ratio('dense onnx int8', 'pruned onnx int8', 'ms_32x64'):.2f}x"
-    ),
-    "deploy.minilm.int8_cost": lambda: f"{_int8_cost():.1f}",
+    **{
+        f"deploy.{m}.{key}": figure
+        for m in ("minilm", "smollm2")
+        for key, figure in {
+            "int8": lambda m=m: f"{_deploy(m, 'pruned onnx int8'):.2f}x",
+            "int8_1x64": lambda m=m: f"{_deploy(m, 'pruned onnx int8', 'speedup_1x64'):.1f}x",
+            "torch": lambda m=m: f"{_deploy(m, 'pruned torch fp32'):.2f}x",
+            "over_dense_int8": lambda m=m: (
+                f"{_deploy_ratio(m, 'dense onnx int8', 'pruned onnx int8', 'ms_32x64'):.2f}x"
+            ),
+            "int8_cost": lambda m=m: f"{_int8_cost(m):.1f}",
+        }.items()
+    },
     "speed.aligned": lambda: " / ".join(f"{_speed(s, 8):.2f}x" for s in (0.4, 0.6, 0.8)),
     "speed.unaligned": lambda: " / ".join(f"{_speed(s, 1):.2f}x" for s in (0.4, 0.6, 0.8)),
     "speed.of_ideal": lambda: f"{min(_of_ideal(8)):.0%}-{max(_of_ideal(8)):.0%}",
