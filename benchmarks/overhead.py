@@ -31,7 +31,8 @@ from common import write_results
 
 from aptune.config import apply_overrides, load_config
 from aptune.snapshot import WeightSnapshot
-from aptune.train.data import batches, load_task
+from aptune.train.data import batches
+from aptune.train.tasks import load_objective
 from aptune.train.run import AptRun
 from aptune.train.setup import load_model
 
@@ -51,7 +52,7 @@ def measure(case: str, steps: int) -> dict:
     overrides, keep = CASES[case]
     cfg = apply_overrides(load_config(CONFIG), [*overrides, "train.max_steps=1000"])
     torch.manual_seed(0)
-    task = load_task(cfg.data, seed=0)
+    task = load_objective(cfg)
     model, tokenizer = load_model(cfg.model, task)
     run = AptRun(cfg, model, tokenizer, task, Accelerator())
     data = batches(task.splits["train"], 32, True, 0, 0)

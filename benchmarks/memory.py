@@ -1,0 +1,248 @@
+"""Memory breakdown of APT training: where each phase's memory goes, against plain LoRA.
+
+Part 1, per phase (each in its own process, the real MiniLM, real Rotten Tomatoes batches of
+32 x 64, aptune's own training step): the bytes held by the weights (frozen and trainable),
+the optimizer state, the weight copies (teacher, best state), the salience scores and masks, and
+the activations autograd keeps for backward (every saved tensor's storage, counted once), next to
+the process's resident memory: before the step, its peak during the step, after it, and after
+freed heap pages are handed back (`malloc_trim`). Phases:
+
+* lora: adapters and the classifier only (pruning off);
+* dense warm-up: APT before salience collection (mask hooks installed, masks 1);
+* salience (dense): masks still 1, salience and adapter importance collected;
+* pruning window: masks half-way to a 70% target, salience collected;
+* after shrink (60% kept): physically shrunk, masks hard, no collection;
+* distillation (60% kept): as above with the teacher pass and the layer loss (mu = 1).
+
+Part 2 (`--whole`): the built-in config trained start to finish, and the same config as plain
+LoRA, each in its own process: whole-process peak memory, the current-memory curve (its level in
+the dense phase and at the end), and the median step time of the dense phase.
+
+    python benchmarks/memory.py [--steps 4] [--whole]
+
+Part 1 takes about 3 minutes on 2 CPU cores, part 2 about 12.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from common import write_results
+
+from aptune.adapter import AptLinear
+from aptune.config import apply_overrides, load_config
+from aptune.snapshot import WeightSnapshot
+from aptune.train.data import batches
+from aptune.train.tasks import load_objective
+from aptune.train.memory import current_memory_mb, release_freed_memory
+from aptune.train.run import AptRun
+from aptune.train.setup import load_model
+
+CONFIG = Path(__file__).parents[1] / "configs" / "minilm-rotten-tomatoes.yaml"
+PHASES = {
+    "lora": ["pruning.enabled=false"],
+    "dense warm-up": [],
+    "salience (dense)": [],
+    "pruning window": [],
+    "after shrink (60% kept)": [],
+    "distillation (60% kept)": ["distill.enabled=true"],
+}
+MB = 2**20
+
+
+def _rss_mb() -> float:
+    return current_memory_mb(torch.device("cpu"))["memory_mb"]
+
+
+def _reset_peak() -> None:
+    """Reset the kernel's peak-RSS mark of this process (Linux: /proc/self/clear_refs)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_mb() -> float:
+    """The process's peak RSS since the last `_reset_peak` (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _tensor_mb(tensors) -> float:
+    """MB held by `tensors`, each storage counted once."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(seen.values()) / MB
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer):
+    for state in optimizer.state.values():
+        yield from state.values()
+
+
+def _run_at(phase: str) -> tuple[AptRun, int, object]:
+    """A run of the built-in config brought to `phase`, the step it trains at, and its batches."""
+    cfg = apply_overrides(load_config(CONFIG), [*PHASES[phase], "train.max_steps=1000"])
+    torch.manual_seed(0)
+    task = load_objective(cfg)
+    model, tokenizer = load_model(cfg.model, task)
+    run = AptRun(cfg, model, tokenizer, task, Accelerator())
+    data = batches(task.splits["train"], cfg.train.batch_size, True, 0, 0)
+    if phase in ("lora", "dense warm-up"):
+        return run, 0, data
+    if phase == "salience (dense)":
+        return run, run.collect_from, data
+    run.train_step(next(data), run.start)  # one batch of salience to plan from
+    if phase == "pruning window":
+        run.pruner.replan(0.7)
+        run.pruner.masks.step(0.5)
+        return run, run.start + 1, data
+    run.pruner.masks.set_hard(run.pruner.plan(0.6))
+    run.shrink()
+    if run.distilling:
+        run.teacher.snapshot = WeightSnapshot.take(run.trainable())
+    return run, run.end + 1, data
+
+
+def measure(phase: str, steps: int) -> dict:
+    """Component sizes, saved activations, resident memory and step time of one phase."""
+    run, step, data = _run_at(phase)
+    run.train_step(next(data), step)  # optimizer state exists from here on
+    release_freed_memory(torch.device("cpu"))
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    before = _rss_mb()
+    _reset_peak()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run.train_step(next(data), step)
+    peak, after = _peak_mb(), _rss_mb()
+    release_freed_memory(torch.device("cpu"))
+    trimmed = _rss_mb()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        run.train_step(next(data), step)
+        times.append((time.perf_counter() - start) * 1000)
+    model = run.model
+    trainable = {id(p) for p in run.trainable()}
+    adapters = [p for m in model.modules() if isinstance(m, AptLinear) for p in (m.lora_A, m.lora_B)]
+    scores = run.pruner.scores.value if run.pruner is not None else None
+    return {
+        "frozen_mb": _tensor_mb(p for p in model.parameters() if id(p) not in trainable),
+        "trainable_mb": _tensor_mb(run.trainable()),
+        "adapters_mb": _tensor_mb(adapters),
+        "optimizer_mb": _tensor_mb(_optimizer_tensors(run.optimizer)),
+        "copies_mb": _tensor_mb(t for s in run.snapshots() for t in s.values),
+        "salience_mb": 0.0 if scores is None else _tensor_mb([*scores.heads, *scores.neurons, scores.hidden]),
+        "saved_for_backward_mb": _tensor_mb(saved),
+        "rss_before_mb": before,
+        "step_peak_mb": peak,
+        "rss_after_mb": after,
+        "rss_trimmed_mb": trimmed,
+        "step_ms": statistics.median(times),
+    }
+
+
+def whole(config_overrides: list[str], work: Path) -> dict:
+    """Train the built-in config (with overrides) in its own process; peak, memory curve, time."""
+    out = work / ("lora" if config_overrides else "apt")
+    cmd = [sys.executable, "-m", "aptune.cli", "train", str(CONFIG), "--output-dir", str(out), "--overwrite",
+           "--no-progress", "--set", "train.measure_speed=false", *config_overrides]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    lines = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    curve = [(r["step"], r["memory_mb"]) for r in lines if "memory_mb" in r]
+    start = metrics["schedule"]["pruning_start"] or curve[-1][0]
+    dense = [mb for s, mb in curve if s <= start] or [curve[0][1]]
+    dense_lines = [r for r in lines if r["step"] <= start and "elapsed_s" in r]
+    steps = [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) * 1000
+             for a, b in itertools.pairwise(dense_lines) if not b.get("eval")]  # fmt: skip
+    return {
+        "peak_memory_mb": metrics["peak_memory_mb"],
+        "dense_level_mb": statistics.median(dense),
+        "final_level_mb": curve[-1][1],
+        "dense_step_ms": statistics.median(steps) if steps else None,
+        "test_accuracy": metrics["test"].get("accuracy"),
+        "curve": curve,
+    }
+
+
+def _phase_table(rows: dict[str, dict]) -> list[str]:
+    lora = rows["lora"]
+    lines = [
+        "| phase | frozen | trainable | optimizer | copies | salience | saved for backward | RSS before "
+        "| step peak | vs LoRA | after trim | step ms | vs LoRA |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for phase, r in rows.items():
+        lines.append(
+            f"| {phase} | {r['frozen_mb']:.0f} | {r['trainable_mb']:.1f} | {r['optimizer_mb']:.1f} "
+            f"| {r['copies_mb']:.1f} | {r['salience_mb']:.2f} | {r['saved_for_backward_mb']:.0f} "
+            f"| {r['rss_before_mb']:.0f} | {r['step_peak_mb']:.0f} "
+            f"| {r['step_peak_mb'] / lora['step_peak_mb']:.2f}x | {r['rss_trimmed_mb']:.0f} "
+            f"| {r['step_ms']:.0f} | {r['step_ms'] / lora['step_ms']:.2f}x |"
+        )
+    return lines
+
+
+def _whole_table(runs: dict[str, dict]) -> list[str]:
+    lora = runs["lora"]
+    lines = [
+        "| run | peak MB | vs LoRA | dense-phase level MB | final level MB | final vs dense | dense step ms "
+        "| vs LoRA | test acc |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in runs.items():
+        lines.append(
+            f"| {name} | {r['peak_memory_mb']:.0f} | {r['peak_memory_mb'] / lora['peak_memory_mb']:.2f}x "
+            f"| {r['dense_level_mb']:.0f} | {r['final_level_mb']:.0f} "
+            f"| {r['final_level_mb'] / r['dense_level_mb'] - 1:+.0%} | {r['dense_step_ms']:.0f} "
+            f"| {r['dense_step_ms'] / lora['dense_step_ms']:.2f}x | {r['test_accuracy']:.4f} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per phase (default 4)")
+    parser.add_argument("--whole", action="store_true", help="also train the built-in config and LoRA")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.steps)))
+        return
+    rows = {}
+    for phase in PHASES:
+        cmd = [sys.executable, __file__, "--one", phase, "--steps", str(args.steps)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows[phase] = json.loads(out.strip().splitlines()[-1])
+        print(phase, {k: round(v, 1) for k, v in rows[phase].items()}, flush=True)
+    lines = ["# Memory per phase (MiniLM, batch 32 x 64, CPU fp32), MB", "", *_phase_table(rows)]
+    payload: dict = {"steps": args.steps, "phases": rows}
+    if args.whole:
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = {"lora": whole(["pruning.enabled=false"], Path(tmp)), "apt": whole([], Path(tmp))}
+        payload["whole"] = runs
+        lines += ["", "# Whole runs of the built-in config", "", *_whole_table(runs)]
+    json_path, md_path = write_results("memory", payload, "\n".join(lines))
+    print(md_path.read_text())
+    print(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    main()
