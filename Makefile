@@ -20,9 +20,9 @@ install: $(BIN)/python
 demo: install
 	$(BIN)/aptune train configs/minilm-rotten-tomatoes.yaml --overwrite
 
-# Install, then run the whole test suite (both lanes; what CI runs).
+# Install, then run the whole test suite (both lanes; what CI runs); lists the 25 slowest tests.
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # The everyday lane: everything but the tests marked slow (end-to-end, SIGKILL/resume, multi-process).
 test-fast: install

@@ -43,10 +43,10 @@ from aptune.adapter import AptLinear
 from aptune.config import apply_overrides, load_config
 from aptune.snapshot import WeightSnapshot
 from aptune.train.data import batches
-from aptune.train.tasks import load_objective
 from aptune.train.memory import current_memory_mb, release_freed_memory
 from aptune.train.run import AptRun
 from aptune.train.setup import load_model
+from aptune.train.tasks import load_objective
 
 CONFIG = Path(__file__).parents[1] / "configs" / "minilm-rotten-tomatoes.yaml"
 PHASES = {

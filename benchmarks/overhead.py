@@ -32,9 +32,9 @@ from common import write_results
 from aptune.config import apply_overrides, load_config
 from aptune.snapshot import WeightSnapshot
 from aptune.train.data import batches
-from aptune.train.tasks import load_objective
 from aptune.train.run import AptRun
 from aptune.train.setup import load_model
+from aptune.train.tasks import load_objective
 
 CONFIG = Path(__file__).parents[1] / "configs" / "minilm-rotten-tomatoes.yaml"
 CASES = {

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from aptune.train.data import Example, batches, encode
+from aptune.train.data import PAD_MULTIPLE, Example, batches, encode, pad_to_bucket, padded_width
 
 from ...conftest import needs_minilm
 
@@ -20,7 +20,7 @@ def tokenizer():
 
 
 @needs_minilm
-def test_encode_single_texts_pads_to_longest_and_truncates(tokenizer):
+def test_encode_single_texts_pads_to_a_bucket_and_truncates(tokenizer):
     examples = [Example("a fine film", 1), Example("bad", 0), Example("word " * 50, 1)]
     batch = encode(tokenizer, examples, max_length=12)
     assert set(batch) >= {"input_ids", "attention_mask", "labels"}
@@ -28,7 +28,27 @@ def test_encode_single_texts_pads_to_longest_and_truncates(tokenizer):
     assert batch["labels"].tolist() == [1, 0, 1] and batch["labels"].dtype == torch.long
     assert batch["attention_mask"].sum(1).tolist() == [5, 3, 12]
     short = encode(tokenizer, examples[:2], max_length=12)
-    assert short["input_ids"].shape == (2, 5)
+    assert short["input_ids"].shape == (2, 12)  # the longest row (5) rounds up to 16, capped at 12
+    wide = encode(tokenizer, examples[:2], max_length=40)
+    assert wide["input_ids"].shape == (2, PAD_MULTIPLE)
+    assert wide["attention_mask"].sum(1).tolist() == [5, 3]
+    assert (wide["input_ids"][:, 5:] == tokenizer.pad_token_id).all()
+
+
+def test_padded_width_rounds_up_within_max_length():
+    assert [padded_width(n, 64) for n in (1, 16, 17, 33, 64)] == [16, 16, 32, 48, 64]
+    assert padded_width(17, 20) == 20 and padded_width(20, 20) == 20
+    assert padded_width(30, 24) == 30  # never shorter than the rows
+
+
+def test_pad_to_bucket_pads_ids_with_pad_id_and_masks_with_zero_on_either_side():
+    batch = {"input_ids": torch.tensor([[5, 6, 7]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    right = pad_to_bucket(batch, 64, pad_id=9)
+    assert right["input_ids"].tolist() == [[5, 6, 7] + [9] * 13]
+    assert right["attention_mask"].tolist() == [[1, 1, 1] + [0] * 13]
+    left = pad_to_bucket(batch, 8, pad_id=9, left=True)
+    assert left["input_ids"].tolist() == [[9] * 5 + [5, 6, 7]]
+    assert left["attention_mask"].tolist() == [[0] * 5 + [1, 1, 1]]
 
 
 @needs_minilm

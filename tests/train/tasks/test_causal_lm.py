@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 
-from aptune.train.data import LmExample
+from aptune.train.data import PAD_MULTIPLE, LmExample, padded_width
 from aptune.train.tasks import (
     IGNORE_INDEX,
     causal_loss,
@@ -82,7 +82,8 @@ def test_encode_causal_labels_exactly_the_response(tokenizer):
         (bos(tokenizer) + ids(tokenizer, e.prompt), ids(tokenizer, e.response) + eos(tokenizer))
         for e in REVIEWS
     ]
-    width = max(len(p) + len(t) for p, t in rows)
+    width = padded_width(max(len(p) + len(t) for p, t in rows), 64)  # the longest row, rounded up
+    assert width % PAD_MULTIPLE == 0
     assert all(t.shape == (len(REVIEWS), width) and t.dtype == torch.long for t in batch.values())
     for i, (prefix, target) in enumerate(rows):
         n = len(prefix) + len(target)
@@ -97,7 +98,7 @@ def test_encode_causal_labels_exactly_the_response(tokenizer):
 def test_encode_causal_bos_eos_and_pad_fallback():
     tokenizer = load_tokenizer(special=True)
     tokenizer.pad_token = None
-    batch = encode_causal(tokenizer, [LmExample("", "one two three"), LmExample("x", "y")], 10)
+    batch = encode_causal(tokenizer, [LmExample("", "one two three"), LmExample("x", "y")], 5)
     one, two, three = ids(tokenizer, "one two three")
     assert batch["input_ids"].tolist() == [
         [101, one, two, three, 102],
@@ -107,7 +108,7 @@ def test_encode_causal_bos_eos_and_pad_fallback():
         [IGNORE_INDEX, one, two, three, 102],
         [IGNORE_INDEX, IGNORE_INDEX, *ids(tokenizer, "y"), 102, IGNORE_INDEX],
     ]
-    no_eos = encode_causal(tokenizer, [LmExample("x", "y")], 10, add_eos=False)
+    no_eos = encode_causal(tokenizer, [LmExample("x", "y")], 3, add_eos=False)
     assert no_eos["input_ids"].tolist() == [[101, *ids(tokenizer, "x y")]]
 
 

@@ -14,7 +14,7 @@ written down once, in :mod:`.splits`.
 """
 
 from .alpaca import ALPACA_PROMPT, ALPACA_PROMPT_NO_INPUT, read_alpaca
-from .batching import batches, encode
+from .batching import PAD_MULTIPLE, batches, encode, pad_to_bucket, padded_width
 from .builtin import ROTTEN_TOMATOES_LABELS, hamlet_text, rotten_tomatoes
 from .classification import load_labelled_file, load_task
 from .corpus import load_corpus
@@ -27,6 +27,7 @@ from .text import read_text_blocks
 __all__ = [
     "ALPACA_PROMPT",
     "ALPACA_PROMPT_NO_INPUT",
+    "PAD_MULTIPLE",
     "ROTTEN_TOMATOES_LABELS",
     "Corpus",
     "DataError",
@@ -44,6 +45,8 @@ __all__ = [
     "load_pairs_file",
     "load_task",
     "load_text_pairs",
+    "pad_to_bucket",
+    "padded_width",
     "read_alpaca",
     "read_labelled",
     "read_lm_examples",

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import LmExample
+from ..data import LmExample, padded_width
 from .evaluation import eval_mode
 
 __all__ = [
@@ -62,8 +62,9 @@ def encode_causal(
     prepended when it is not None and ``tokenizer.eos_token_id`` appended when it is not None and
     ``add_eos``.  ``labels`` equal ``input_ids`` on the response and EOS and are :data:`IGNORE_INDEX`
     on BOS, prompt and padding.  Rows longer than ``max_length`` lose the start of the prompt first,
-    then the end of the response (and its EOS).  Rows are right-padded to the longest one with
-    ``pad_token_id``, else ``eos_token_id``, else 0.
+    then the end of the response (and its EOS).  Rows are right-padded to the longest one, rounded
+    up to a multiple of `PAD_MULTIPLE` (at most ``max_length``), with ``pad_token_id``, else
+    ``eos_token_id``, else 0.
 
     Raises:
         ValueError: if ``examples`` is empty or ``max_length`` leaves no room after BOS.
@@ -78,7 +79,7 @@ def encode_causal(
     responses = _token_ids(tokenizer, [e.response for e in examples])
     rows = [_truncate(p, r + eos, max_length - len(bos)) for p, r in zip(prompts, responses, strict=True)]
     pad = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
-    width = max(len(bos) + len(p) + len(t) for p, t in rows)
+    width = padded_width(max(len(bos) + len(p) + len(t) for p, t in rows), max_length)
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (B, T)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import DataError
+from ..data import DataError, pad_to_bucket
 from .causal_lm import IGNORE_INDEX
 
 __all__ = [
@@ -53,9 +53,12 @@ def shift_right(ids: torch.Tensor, start_id: int) -> torch.Tensor:
 def encode_seq2seq(
     tokenizer: Any, examples: Sequence[Seq2SeqExample], max_length: int, max_target_length: int, start_id: int
 ) -> dict[str, torch.Tensor]:
-    """Encoder inputs, decoder inputs and `labels` (-100 at padded target positions)."""
+    """Encoder inputs, decoder inputs and `labels` (-100 at padded target positions). Sources are
+    padded to their longest row rounded up to a multiple of `PAD_MULTIPLE`; targets to their
+    longest row only (labels are often a few tokens, which a bucket of 16 would multiply)."""
     sources = [e.source for e in examples]
     inputs = tokenizer(sources, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    inputs = pad_to_bucket(dict(inputs), max_length, tokenizer.pad_token_id)
     targets = tokenizer(
         text_target=[e.target for e in examples],
         padding=True,
