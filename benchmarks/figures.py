@@ -57,6 +57,15 @@ def _overhead(name: str, field: str) -> float:
     return rows[name][field] / rows["lora"][field]
 
 
+def _memory(run: str, field: str) -> float:
+    """A field of a whole run in the memory suite (benchmarks/memory.py --whole)."""
+    return latest("memory")["whole"][run][field]
+
+
+def _memory_ratio(field: str) -> str:
+    return f"{_memory('apt', field) / _memory('lora', field):.2f}x"
+
+
 def _smollm2(method: str) -> dict:
     return _row("smollm2", method=method)
 
@@ -98,9 +107,9 @@ def _int8_cost(model: str) -> float:
     )
 
 
-def _deploy_table() -> str:
-    """The newest deploy table with its note."""
-    files = sorted(RESULTS.glob("deploy-20??-??-??.md"))
+def _table(suite: str) -> str:
+    """The newest markdown table of `suite` with its notes."""
+    files = sorted(RESULTS.glob(f"{suite}-20??-??-??.md"))
     return "\n" + files[-1].read_text(encoding="utf-8").strip() + "\n"
 
 
@@ -127,7 +136,14 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.apt.best_val": lambda: f"{max(_validation('apt-0.6')):.3f}",
     "quality.apt.low_val": lambda: f"{min(_validation('apt-0.6')):.3f}",
     "quality.apt.last_val": lambda: f"{_validation('apt-0.6')[-1]:.3f}",
-    "deploy.table": _deploy_table,
+    "deploy.table": lambda: _table("deploy"),
+    "memory.apt.peak": lambda: f"{_memory('apt', 'peak_memory_mb'):,.0f} MB",
+    "memory.lora.peak": lambda: f"{_memory('lora', 'peak_memory_mb'):,.0f} MB",
+    "memory.peak_ratio": lambda: _memory_ratio("peak_memory_mb"),
+    "memory.step_ratio": lambda: _memory_ratio("dense_step_ms"),
+    "memory.apt.dense_level": lambda: f"{_memory('apt', 'dense_level_mb'):,.0f} MB",
+    "memory.apt.final_level": lambda: f"{_memory('apt', 'final_level_mb'):,.0f} MB",
+    "memory.table": lambda: _table("memory"),
     **{
         f"deploy.{m}.{key}": figure
         for m in ("minilm", "smollm2")

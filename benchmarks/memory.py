@@ -58,6 +58,10 @@ PHASES = {
     "distillation (60% kept)": ["distill.enabled=true"],
 }
 MB = 2**20
+NOTE = (
+    "Each phase in its own process; step ms is the median of a few steps there, so it is noisy: the "
+    "whole runs' dense-phase step time (from their histories) is the figure to compare."
+)
 
 
 def _rss_mb() -> float:
@@ -232,13 +236,13 @@ def main() -> None:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows[phase] = json.loads(out.strip().splitlines()[-1])
         print(phase, {k: round(v, 1) for k, v in rows[phase].items()}, flush=True)
-    lines = ["# Memory per phase (MiniLM, batch 32 x 64, CPU fp32), MB", "", *_phase_table(rows)]
+    lines = ["**Memory per phase** (MiniLM, batch 32 x 64, CPU fp32, MB)", "", *_phase_table(rows), "", NOTE]
     payload: dict = {"steps": args.steps, "phases": rows}
     if args.whole:
         with tempfile.TemporaryDirectory() as tmp:
             runs = {"lora": whole(["pruning.enabled=false"], Path(tmp)), "apt": whole([], Path(tmp))}
         payload["whole"] = runs
-        lines += ["", "# Whole runs of the built-in config", "", *_whole_table(runs)]
+        lines += ["", "**Whole runs of the built-in config** (export timing off)", "", *_whole_table(runs)]
     json_path, md_path = write_results("memory", payload, "\n".join(lines))
     print(md_path.read_text())
     print(f"wrote {json_path}")
