@@ -62,6 +62,12 @@ def _memory(run: str, field: str) -> float:
     return latest("memory")["whole"][run][field]
 
 
+def _phase_drop(field: str) -> float:
+    """How much `field` of the memory suite falls from the LoRA phase to the shrunk one."""
+    phases = latest("memory")["phases"]
+    return phases["lora"][field] - phases["after shrink (60% kept)"][field]
+
+
 def _memory_ratio(field: str) -> str:
     return f"{_memory('apt', field) / _memory('lora', field):.2f}x"
 
@@ -144,6 +150,14 @@ FIGURES: dict[str, Callable[[], str]] = {
     "memory.apt.dense_level": lambda: f"{_memory('apt', 'dense_level_mb'):,.0f} MB",
     "memory.apt.final_level": lambda: f"{_memory('apt', 'final_level_mb'):,.0f} MB",
     "memory.table": lambda: _table("memory"),
+    "memory.fixed": lambda: f"{latest('memory')['phases']['lora']['rss_before_mb']:.0f} MB",
+    "memory.lora.frozen": lambda: f"{latest('memory')['phases']['lora']['frozen_mb']:.0f} MB",
+    "memory.saved": lambda: f"{latest('memory')['phases']['lora']['saved_for_backward_mb']:.0f} MB",
+    "memory.saved_pruned": lambda: (
+        f"{latest('memory')['phases']['after shrink (60% kept)']['saved_for_backward_mb']:.0f} MB"
+    ),
+    "memory.freed": lambda: f"{_phase_drop('frozen_mb'):.0f} MB",
+    "memory.after_cut": lambda: f"{min(mb for _, mb in _memory('apt', 'curve')):.0f} MB",
     **{
         f"deploy.{m}.{key}": figure
         for m in ("minilm", "smollm2")

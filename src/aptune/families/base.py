@@ -74,15 +74,15 @@ class ModelFamily(ABC):
     stock_export: bool = False
     """True when a pruned model with equal shapes in every layer is a stock transformers checkpoint."""
     layer_shape_keys: tuple[str, ...] = ()
+    """The `config.json` fields that `update_config` sets from one layer's shape (head counts, FFN
+    width): in an export that is not a stock checkpoint they cannot describe every layer, and
+    `save_pruned` writes a pointer to `aptune.load_pruned` in their place."""
     int8_per_channel: bool = True
     """Dynamic int8 export (`aptune export --quantize int8`) with one weight scale per output
     channel; False: one scale per weight matrix."""
     int8_fp32: tuple[str, ...] = ()
     """Linears (by attribute name) that an int8 export keeps in fp32: their inputs carry outlier
     activations that one dynamic scale per batch cannot represent."""
-    """The `config.json` fields that `update_config` sets from one layer's shape (head counts, FFN
-    width): in an export that is not a stock checkpoint they cannot describe every layer, and
-    `save_pruned` writes a pointer to `aptune.load_pruned` in their place."""
 
     def supports(self, model: nn.Module) -> bool:
         """True when this family knows `model`'s architecture."""

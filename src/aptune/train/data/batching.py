@@ -15,9 +15,10 @@ __all__ = ["PAD_MULTIPLE", "batches", "encode", "pad_to_bucket", "padded_width"]
 PAD_MULTIPLE = 16
 """Batches are padded to a multiple of this many tokens (at most `max_length`). With padding to the
 longest sequence alone, nearly every batch has a new shape, and glibc's allocator, which keeps
-freed blocks of one size for the next request, fragments its heap: the resident memory of the
-built-in run grew to 2,689 MB (LoRA's run: 1,603 MB). With four lengths (16, 32, 48, 64) it peaked
-at 1,431 MB for about the same time per step. GPUs prefer such shapes too (docs/gpu-findings.md)."""
+freed blocks of one size for the next request, fragments its heap: the built-in run's resident
+memory peaked at 2,689 MB (its LoRA twin's at 1,603 MB). With four lengths (16, 32, 48, 64) it
+peaks at 1.16x LoRA's (benchmarks/memory.py --whole) for the same time per step. GPUs prefer such
+shapes too (docs/gpu-findings.md)."""
 
 
 def padded_width(longest: int, max_length: int) -> int:
