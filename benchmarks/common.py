@@ -7,6 +7,8 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -73,6 +75,18 @@ def machine() -> dict[str, object]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+
+
+def in_own_processes(script: str, cases, steps: int) -> dict[str, dict]:
+    """Run `python script --one CASE --steps STEPS` once per case, each in a fresh process (so its
+    peak memory is its own), and collect the JSON row each prints last."""
+    rows = {}
+    for case in cases:
+        cmd = [sys.executable, script, "--one", case, "--steps", str(steps)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows[case] = json.loads(out.strip().splitlines()[-1])
+        print(case, rows[case], flush=True)
+    return rows
 
 
 def write_results(suite: str, payload: dict, table: str) -> tuple[Path, Path]:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from common import write_results
+from common import in_own_processes, write_results
 
 from aptune.adapter import AptLinear
 from aptune.config import apply_overrides, load_config
@@ -230,12 +230,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.steps)))
         return
-    rows = {}
-    for phase in PHASES:
-        cmd = [sys.executable, __file__, "--one", phase, "--steps", str(args.steps)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows[phase] = json.loads(out.strip().splitlines()[-1])
-        print(phase, {k: round(v, 1) for k, v in rows[phase].items()}, flush=True)
+    rows = in_own_processes(__file__, PHASES, args.steps)
     lines = ["**Memory per phase** (MiniLM, batch 32 x 64, CPU fp32, MB)", "", *_phase_table(rows), "", NOTE]
     payload: dict = {"steps": args.steps, "phases": rows}
     if args.whole:

@@ -20,14 +20,12 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from common import write_results
+from common import in_own_processes, write_results
 
 from aptune.config import apply_overrides, load_config
 from aptune.snapshot import WeightSnapshot
@@ -87,12 +85,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.steps)))
         return
-    rows = {}
-    for case in CASES:
-        cmd = [sys.executable, __file__, "--one", case, "--steps", str(args.steps)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows[case] = json.loads(out.strip().splitlines()[-1])
-        print(case, rows[case], flush=True)
+    rows = in_own_processes(__file__, CASES, args.steps)
     lora = rows["lora"]
     lines = [
         "# Training-step overhead: APT machinery vs plain LoRA (MiniLM, batch 32 x 64, CPU fp32)",
