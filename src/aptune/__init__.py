@@ -6,6 +6,9 @@ result = aptune.train(cfg, "runs/demo")            # fine-tune + prune + export
 aptune.resume("runs/demo")                         # continue a killed run from its checkpoint
 model = aptune.load_pruned(result.model_dir)       # the smaller dense model
 
+apt = aptune.prepare(hf_model, cfg)                # or inside a transformers.Trainer script:
+trainer = aptune.AptTrainer(model=hf_model, args=args, train_dataset=train, callbacks=[apt])
+
 Each public name is imported from its module on first use, so `import aptune` (and the `aptune`
 command's `--help` and `--version`) does not load torch or transformers.
 """
@@ -58,6 +61,10 @@ _EXPORTS = {
     "TrainingError": "train.loop",
     "resume": "train.loop",
     "train": "train.loop",
+    "AptCallback": "train.trainer",
+    "AptConfig": "train.trainer",
+    "AptTrainer": "train.trainer",
+    "prepare": "train.trainer",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

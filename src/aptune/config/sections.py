@@ -20,6 +20,9 @@ from .validation import (
 )
 
 MhaComponent = Literal["query", "key", "value", "output"]
+Tracker = Literal[
+    "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio"
+]
 FfnComponent = Literal["intermediate", "output"]
 
 
@@ -246,6 +249,12 @@ class TrainConfig(Section):
         ge(1),
     )
     keep_checkpoints: int = option(2, "Number of most recent checkpoints kept on disk.", ge(1))
+    report_to: list[Tracker] = option(
+        [],
+        "Experiment trackers that get every history line (losses, mu, sparsity and its target, kept "
+        "heads / neurons per layer, ranks, learning rate, memory, evaluations) through accelerate, "
+        "e.g. [tensorboard] (logs under OUTPUT/trackers) or [wandb]; each needs its package installed.",
+    )
     output_dir: str = option("runs/aptune", "Directory for checkpoints, logs and results.", NON_EMPTY)
 
 

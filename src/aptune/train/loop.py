@@ -33,7 +33,16 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .data import batches
-from .outputs import LossWindow, StepRecord, export, final_metrics, open_history, write_line
+from .outputs import (
+    LossWindow,
+    StepRecord,
+    export,
+    final_metrics,
+    open_history,
+    tracker_config,
+    tracker_values,
+    write_line,
+)
 from .run import AptRun, NonFiniteLoss, eval_split
 from .setup import SetupError, check_output_dir, load_model, make_accelerator, quiet_transformers
 from .tasks import load_objective
@@ -101,7 +110,7 @@ def resume(run_dir: str | os.PathLike, progress: bool = True) -> RunResult:
 
 
 def _execute(cfg: AptuneConfig, out: Path, checkpoint: tuple[Path, dict] | None, progress: bool) -> RunResult:
-    accelerator = make_accelerator(cfg)
+    accelerator = make_accelerator(cfg, out)
     set_seed(cfg.train.seed)
     main = accelerator.is_main_process
     with quiet_transformers(progress and main):
@@ -113,6 +122,8 @@ def _execute(cfg: AptuneConfig, out: Path, checkpoint: tuple[Path, dict] | None,
         elif main:  # every input is valid: only now is anything written
             out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, out / "config.yaml")
+        if cfg.train.report_to:
+            accelerator.init_trackers("aptune", config=tracker_config(cfg.to_dict()))
         if main:
             for note in [*objective.notes, *run.schedule_problems()]:
                 log.warning("aptune: %s", note)
@@ -146,6 +157,7 @@ def _write_outputs(run: AptRun, out: Path, metrics: dict, train_seconds: float) 
     final.eval, final.final, final.elapsed_s = metrics["validation"] or metrics["test"], True, train_seconds
     with open(out / "history.jsonl", "a", encoding="utf-8") as history:
         write_line(history, final)
+    run.acc.log(tracker_values(final), step=run.total_steps)
     model_dir = export(run, out, {**run.objective.metadata(), "max_length": run.cfg.data.max_length})
     write_json(out / "metrics.json", metrics)
     write_model_card(model_dir, metrics, metrics["config"], ranks=final.ranks)
@@ -156,8 +168,9 @@ def _write_outputs(run: AptRun, out: Path, metrics: dict, train_seconds: float) 
 
 def _close(accelerator: Accelerator) -> None:
     accelerator.wait_for_everyone()
-    if accelerator.num_processes > 1:
-        accelerator.end_training()  # a gloo group left to the interpreter's exit may abort the process
+    if accelerator.num_processes > 1 or accelerator.trackers:
+        # trackers flush and close; a gloo group left to the interpreter's exit may abort the process
+        accelerator.end_training()
 
 
 def _stopped(exc: NonFiniteLoss, out: Path, last: Path | None, every: int | None) -> TrainingError:
@@ -205,6 +218,7 @@ def _loop(run: AptRun, out: Path, checkpoint: tuple[Path, dict] | None, progress
                 if record is not None:
                     record.losses, record.elapsed_s = window.take(), time.perf_counter() - started
                     write_line(history, record)
+                    run.acc.log(tracker_values(record), step=step)
                     bar.set_postfix(record.postfix(last_eval, run.objective.metric))
                 if t.checkpoint_every and step % t.checkpoint_every == 0 and step < run.total_steps:
                     history.flush()

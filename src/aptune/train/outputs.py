@@ -93,6 +93,36 @@ class StepRecord:
         return postfix
 
 
+def tracker_values(record: StepRecord) -> dict[str, float]:
+    """A history line as the flat scalars experiment trackers take: lists and maps become one
+    value per entry (`heads/3`, `ranks/<adapter>`, `eval/accuracy`); text and unset values are left out."""
+    values: dict[str, float] = {}
+    for key, value in record.to_json().items():
+        if isinstance(value, dict):
+            values.update({f"{key}/{k}": v for k, v in value.items() if _is_number(v)})
+        elif isinstance(value, list):
+            values.update({f"{key}/{i}": v for i, v in enumerate(value) if _is_number(v)})
+        elif _is_number(value):
+            values[key] = value
+    return values
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def tracker_config(config: dict, prefix: str = "") -> dict[str, object]:
+    """A config dict flattened to `section.key` entries of the types trackers store (lists and
+    unset values as text)."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(tracker_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, int | float | str | bool) else str(value)
+    return flat
+
+
 @dataclass
 class LossWindow:
     """Sums of the loss terms since the last history line: a line logs their mean over the steps it

@@ -53,8 +53,16 @@ class AptRun:
     """State and steps of one APT fine-tuning run (see the module docstring for the algorithm)."""
 
     def __init__(
-        self, cfg: AptuneConfig, model: nn.Module, tokenizer, objective: Objective, accelerator: Accelerator
+        self,
+        cfg: AptuneConfig,
+        model: nn.Module,
+        tokenizer,
+        objective: Objective | None,
+        accelerator: Accelerator,
+        steps: tuple[int, int] | None = None,
     ):
+        """`steps` is (total steps, steps per epoch); None derives them from the objective's
+        training split and `cfg.train` (a run hosted by a `transformers.Trainer` passes its own)."""
         self.cfg, self.tokenizer, self.objective, self.acc = cfg, tokenizer, objective, accelerator
         self.replicas = Replicas(accelerator)
         self.family = family_for(model)
@@ -64,7 +72,7 @@ class AptRun:
         self.adapters = self._setup_trainable()
         if cfg.train.gradient_checkpointing:
             enable_checkpointing(self.model)
-        self._set_window()
+        self.set_window(*(steps or data_steps(cfg, objective)))
         self.pruner = self._make_pruner()
         tuning = cfg.tuning.enabled and self.pruner is not None and bool(self.adapters)
         self.importance = AdapterImportance(cfg.tuning.momentum_importance) if tuning else None
@@ -105,10 +113,9 @@ class AptRun:
                 float32_head(head)
         return adapters
 
-    def _set_window(self) -> None:
-        t = self.cfg.train
-        self.steps_per_epoch = math.ceil(len(self.objective.splits["train"]) / t.batch_size)
-        self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * self.steps_per_epoch))
+    def set_window(self, total_steps: int, steps_per_epoch: int) -> None:
+        """The run's length, and the steps where pruning, distillation and recovery start and end."""
+        self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
         p = self.cfg.pruning
         last = self.total_steps - 1  # the final re-plan must happen inside the run
         self.start = min(resolve_step(p.start_step, self.total_steps), last)
@@ -207,26 +214,38 @@ class AptRun:
         enc = self.objective.encode(self.tokenizer, examples, self.cfg.data.max_length)
         return {k: v.to(self.acc.device) for k, v in enc.items()}
 
+    def distilling_at(self, step: int) -> bool:
+        """Whether the loss of `step` mixes in the teacher (mu > 0 and a teacher is held)."""
+        return self.mu(step) > 0 and self.teacher.snapshot is not None
+
     def _losses(self, enc: dict[str, torch.Tensor], labels: torch.Tensor, step: int):
         """The step's loss and its logged terms: task loss, or the distillation mix at mu > 0."""
-        mu = self.mu(step)
-        teacher = self.teacher_outputs(enc) if mu > 0 and self.teacher.snapshot is not None else None
+        teacher = self.teacher_outputs(enc) if self.distilling_at(step) else None
         with self.acc.autocast():
             out = self.model(**enc, output_hidden_states=teacher is not None)
             task_loss = self.objective.loss(out.logits, labels)
-            terms = {"task_loss": task_loss.item(), "mu": mu if teacher is not None else 0.0}
             if teacher is None:
-                return task_loss, terms
-            d = self.cfg.distill
-            pred = prediction_loss(out.logits, teacher.logits, d.temperature, d.pred_scale)
-            keep = self.pruner.masks.hidden > 0
-            states, layers = self.family.distill_states, self.distill_layers(step)
-            student_h = [states(out)[i + 1] for i in layers]
-            teacher_h = [states(teacher)[i + 1] for i in layers]
-            layer = layer_loss(student_h, teacher_h, self.transforms, keep, enc[self.family.distill_mask_key])
-            loss = mu * (d.pred_weight * pred + d.layer_weight * layer) + (1 - mu) * task_loss
-            terms.update(distill_pred=pred.item(), distill_layer=layer.item())
-            return loss, terms
+                return task_loss, {"task_loss": task_loss.item(), "mu": 0.0}
+            return self.distill_mix(out, teacher, enc, task_loss, step)
+
+    def distill_mix(self, out, teacher, enc: dict[str, torch.Tensor], task_loss: torch.Tensor, step: int):
+        """`mu * (a_pred * L_pred + a_layer * L_layer) + (1 - mu) * L_task` from the student's and the
+        teacher's outputs on `enc` (hidden states included), and its logged terms."""
+        mu, d = self.mu(step), self.cfg.distill
+        pred = prediction_loss(out.logits, teacher.logits, d.temperature, d.pred_scale)
+        keep = self.pruner.masks.hidden > 0
+        states, layers = self.family.distill_states, self.distill_layers(step)
+        student_h = [states(out)[i + 1] for i in layers]
+        teacher_h = [states(teacher)[i + 1] for i in layers]
+        layer = layer_loss(student_h, teacher_h, self.transforms, keep, enc[self.family.distill_mask_key])
+        loss = mu * (d.pred_weight * pred + d.layer_weight * layer) + (1 - mu) * task_loss
+        terms = {
+            "task_loss": task_loss.item(),
+            "mu": mu,
+            "distill_pred": pred.item(),
+            "distill_layer": layer.item(),
+        }
+        return loss, terms
 
     def train_step(self, examples: list, step: int) -> dict[str, float]:
         """Forward, losses, backward and optimizer step on one batch; returns the loss terms.
@@ -237,11 +256,7 @@ class AptRun:
         no weight, score or schedule (the scaler lowers its scale and the next step tries again).
         """
         self.model.train()
-        window = self.collecting(step)
-        salience = window and not self.cfg.pruning.before_tuning  # a model pruned up front scores nothing
-        if self.pruner is not None:
-            self.pruner.hooks.observer = self.pruner.collector if salience else None
-            self.pruner.collector.grad_scale = 1 / (self.replicas.world * self.scaler.get_scale())
+        self.observe(step)
         examples, weight = self.replicas.shard(examples)
         enc = self.encode(examples)
         labels = enc.pop("labels")
@@ -253,12 +268,7 @@ class AptRun:
         self.replicas.average_gradients(params)
         self.scaler.unscale_(self.optimizer)
         finite = not self.scaler.is_enabled() or _finite_gradients(params)
-        if salience and finite:
-            self.pruner.fold_batch()
-        elif salience:
-            self.pruner.collector.reset()
-        if window and finite and self.importance is not None:
-            self.importance.accumulate(self.adapters)
+        self.take_gradients(step, finite)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -269,6 +279,28 @@ class AptRun:
         if self.scaler.is_enabled():
             terms["skipped"] = float(not finite)
         return self.replicas.mean_terms(terms)
+
+    def observe(self, step: int) -> None:
+        """Let the mask hooks collect salience in the coming batch's backward pass when `step` feeds
+        the scores (a model pruned up front scores nothing)."""
+        if self.pruner is None:
+            return
+        salience = self.collecting(step) and not self.cfg.pruning.before_tuning
+        self.pruner.hooks.observer = self.pruner.collector if salience else None
+        self.pruner.collector.grad_scale = 1 / (self.replicas.world * self.scaler.get_scale())
+
+    def take_gradients(self, step: int, finite: bool = True) -> None:
+        """Fold the batch's salience and adapter importance into the smoothed scores: after backward
+        and the gradient average, before clipping. A batch whose gradients are not `finite` is dropped."""
+        if not self.collecting(step):
+            return
+        if not self.cfg.pruning.before_tuning:
+            if finite:
+                self.pruner.fold_batch()
+            else:
+                self.pruner.collector.reset()
+        if finite and self.importance is not None:
+            self.importance.accumulate(self.adapters)
 
     # ---- pruning and growth between steps ---------------------------------------------------
     def prune_before_tuning(self, calibration: list[list]) -> None:
@@ -315,8 +347,8 @@ class AptRun:
 
     def _replan(self, step: int) -> None:
         if self.distilling and self.cfg.distill.teacher == "best":
-            self.pending_eval = self.evaluate(eval_split(self.objective))
-            self.teacher.offer(self._score(self.pending_eval), self.trainable())
+            self.pending_eval = self.validate()
+            self.teacher.offer(self.score(self.pending_eval), self.trainable())
         ratio = retain_ratio(step, self.start, self.end, self.cfg.pruning.target_sparsity)
         plan = self.pruner.replan(ratio)
         self.replicas.check("mask targets", [*plan.heads, *plan.neurons, plan.hidden], step + 1)
@@ -329,7 +361,11 @@ class AptRun:
         if self.distilling and self.cfg.distill.teacher == "latest":
             self.teacher.snapshot = WeightSnapshot.take(self.trainable())
 
-    def _score(self, metrics: dict[str, float]) -> float:
+    def validate(self) -> dict[str, float]:
+        """An evaluation between steps (teacher selection, recovery): the validation split."""
+        return self.evaluate(eval_split(self.objective))
+
+    def score(self, metrics: dict[str, float]) -> float:
         """The headline metric of an evaluation, signed so that higher is better."""
         value = metrics[self.objective.metric]
         return value if self.objective.higher_is_better else -value
@@ -339,12 +375,12 @@ class AptRun:
         only after pruning, once the masks equal their final targets, before recovery starts."""
         if self.recovery_start is None or self.recovering or not self.pruner.masks.is_hard():
             return
-        self.best_after.offer(self._score(metrics), self.trainable())
+        self.best_after.offer(self.score(metrics), self.trainable())
 
     def recover(self) -> None:
         """Start the recovery phase: restore the best validation state seen since the masks
         reached their final targets (the current one counts), drop the teacher, reset AdamW."""
-        self.pending_eval = self.evaluate(eval_split(self.objective))
+        self.pending_eval = self.validate()
         self.note_evaluation(self.pending_eval)
         if self.best_after.snapshot is not None:
             self.best_after.snapshot.restore()
@@ -488,6 +524,13 @@ class AptRun:
             self.pruner.load_state_dict(state["pruner"])
         self.teacher.load_state_dict(state["teacher"], self.trainable())
         self.best_after.load_state_dict(state["best_after"], self.trainable())
+
+
+def data_steps(cfg: AptuneConfig, objective: Objective) -> tuple[int, int]:
+    """(total steps, steps per epoch) of a run over the objective's training split."""
+    t = cfg.train
+    per_epoch = math.ceil(len(objective.splits["train"]) / t.batch_size)
+    return t.max_steps or max(1, math.ceil(t.epochs * per_epoch)), per_epoch
 
 
 def eval_split(objective: Objective) -> str:

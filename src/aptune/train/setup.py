@@ -3,6 +3,7 @@ optimizer, the learning-rate schedule and the loss scaler."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,10 +124,34 @@ def enable_checkpointing(model: nn.Module, use_reentrant: bool = False) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def make_accelerator(cfg: AptuneConfig) -> Accelerator:
-    """accelerate's state for this process; refuses back-ends that shard parameters."""
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX")}
+"""The packages a tracker of `train.report_to` can run on (any one of them), where not its own name."""
+
+
+def check_trackers(names: list[str]) -> None:
+    """Refuse a tracker of `train.report_to` whose package is not installed."""
+    for name in names:
+        packages = TRACKER_PACKAGES.get(name, (name,))
+        if not any(importlib.util.find_spec(p) for p in packages):
+            raise SetupError(
+                f"train.report_to names {name}, which is not installed: pip install {packages[0]} "
+                "(or remove it from train.report_to)"
+            )
+
+
+def make_accelerator(cfg: AptuneConfig, project_dir: Path | None = None) -> Accelerator:
+    """accelerate's state for this process, with the trackers of `train.report_to` (their logs
+    under `project_dir/trackers`); refuses back-ends that shard parameters."""
+    check_trackers(cfg.train.report_to)
+    trackers = list(cfg.train.report_to) or None
+    where = str(project_dir / "trackers") if trackers and project_dir is not None else None
     # without CUDA, processes launched by torchrun / accelerate train on the CPU over gloo
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(
+        mixed_precision=cfg.train.mixed_precision,
+        cpu=not torch.cuda.is_available(),
+        log_with=trackers,
+        project_dir=where,
+    )
     backend = accelerator.distributed_type
     if backend in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise SetupError(
