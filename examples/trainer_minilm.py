@@ -96,8 +96,9 @@ def main() -> None:
         callbacks=[apt],  # APT
     )
     trainer.train()
-    print(trainer.evaluate(test, metric_key_prefix="test"))
-    model_dir = apt.export(Path(args.output_dir) / "model", tokenizer, max_length=64)  # APT
+    metrics = trainer.evaluate(test, metric_key_prefix="test")  # the pruned model
+    print(metrics)
+    model_dir = apt.export(Path(args.output_dir) / "model", tokenizer, max_length=64, metrics=metrics)  # APT
     print(aptune.model_info(model_dir))
 
 

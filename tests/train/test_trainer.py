@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -194,3 +195,30 @@ def test_export_before_training_is_refused(tiny_model_dir, tmp_path):
     apt = aptune.prepare(model, _cfg(tiny_model_dir))
     with pytest.raises(AptuneError, match=r"after trainer\.train"):
         apt.export(tmp_path / "model")
+
+
+def test_a_causal_lm_prunes_under_the_trainer(tiny_llama_dir, tmp_path):
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    cfg = apply_overrides(_cfg(tiny_llama_dir), ["pruning.align=1"])
+    apt = aptune.prepare(model, cfg)
+    before = apt.run.pruner.inventory()
+    args = transformers.TrainingArguments(
+        str(tmp_path), max_steps=24, use_cpu=True, report_to=[], learning_rate=2e-3, save_strategy="no"
+    )
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, model.config.vocab_size, (64, 16), generator=generator)
+    data = [{"input_ids": row, "labels": row} for row in ids]
+    aptune.AptTrainer(model=model, args=args, train_dataset=data, callbacks=[apt]).train()
+
+    inventory = apt.run.family.inventory(apt.model)
+    assert inventory.prunable_params() < 0.7 * before.prunable_params()
+    meta = {"objective": "CausalLM", "task": "tokens"}
+    exported = load_pruned(apt.export(tmp_path / "model", metadata=meta))
+    batch = ids[:2]
+    torch.testing.assert_close(exported(batch).logits, apt.model.eval()(batch).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_several_processes_are_refused(tiny_model_dir, tmp_path):
+    trainer = _prepared(tiny_model_dir, _cfg(tiny_model_dir), tmp_path)
+    with pytest.raises(AptuneError, match="one process"):  # as DDP's arguments say: 2 processes
+        trainer.apt._check(SimpleNamespace(world_size=2), trainer.state)

@@ -49,6 +49,7 @@ import transformers
 from torch import nn
 
 from ..atomic import staged_dir
+from ..card import write_model_card
 from ..config import AptuneConfig, load_config
 from ..errors import AptuneError
 from ..schedule import warmup_linear_factor
@@ -218,12 +219,15 @@ class AptCallback(transformers.TrainerCallback):
         tokenizer=None,
         max_length: int = 128,
         metadata: dict | None = None,
+        metrics: dict | None = None,
     ) -> Path:
         """Write the pruned model to `model_dir` in the format `aptune train` writes to `model/`
-        (weights, config, `aptune.json`, tokenizer), atomically; call after `trainer.train()`.
+        (weights, config, `aptune.json`, tokenizer, model card), atomically; call after
+        `trainer.train()`.
 
         `metadata` describes the task for `aptune eval` / `predict`; by default a sequence
-        classifier records its `id2label` names and `max_length`."""
+        classifier records its `id2label` names and `max_length`. `metrics` (e.g. what
+        `trainer.evaluate()` returned) go into the model card."""
         if not self.finished:
             raise AptuneError(
                 "export the model after trainer.train() has finished (the masks harden at its end)"
@@ -236,6 +240,9 @@ class AptCallback(transformers.TrainerCallback):
             save_pruned(self.model, tmp, metadata={**info, "max_length": max_length})
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
+            card = {"model": getattr(self.model.config, "_name_or_path", None), **(metrics or {})}
+            ranks = {name: a.rank for name, a in self.run.adapters.items()}
+            write_model_card(tmp, card, self.run.cfg.to_dict(), ranks=ranks)
         return final
 
     # ---- checks and the recovery schedule --------------------------------------------------
