@@ -96,6 +96,12 @@ def _validation(method: str) -> list[float]:
     return [accuracy for _, accuracy in _quality(method)["curve"]]
 
 
+def _low_after_best(method: str) -> float:
+    """The lowest validation accuracy after the curve's best point."""
+    curve = _validation(method)
+    return min(curve[curve.index(max(curve)) :])
+
+
 def _deploy(model: str, variant: str, field: str = "speedup_32x64") -> float:
     """A field of the deploy suite's row for `model` / `variant` (benchmarks/deploy.py)."""
     return _row("deploy", model=model, variant=variant)[field]
@@ -142,6 +148,8 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.apt.best_val": lambda: f"{max(_validation('apt-0.6')):.3f}",
     "quality.apt.low_val": lambda: f"{min(_validation('apt-0.6')):.3f}",
     "quality.apt.last_val": lambda: f"{_validation('apt-0.6')[-1]:.3f}",
+    "quality.unmasked.acc": lambda: f"{_acc('apt-0.6-teacher-unmasked'):.4f}",
+    "quality.unmasked.low_val": lambda: f"{_low_after_best('apt-0.6-teacher-unmasked'):.3f}",
     "deploy.table": lambda: _table("deploy"),
     "memory.apt.peak": lambda: f"{_memory('apt', 'peak_memory_mb'):,.0f} MB",
     "memory.lora.peak": lambda: f"{_memory('lora', 'peak_memory_mb'):,.0f} MB",
