@@ -125,6 +125,11 @@ def _table(suite: str) -> str:
     return "\n" + files[-1].read_text(encoding="utf-8").strip() + "\n"
 
 
+def _speed_target(row: str, field: str) -> float:
+    """A field of a row of the speed-target suite (benchmarks/speed_target.py)."""
+    return latest("speed-target")["rows"][row][field]
+
+
 def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {round(seconds % 60)} s"
 
@@ -151,6 +156,13 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.unmasked.acc": lambda: f"{_acc('apt-0.6-teacher-unmasked'):.4f}",
     "quality.unmasked.low_val": lambda: f"{_low_after_best('apt-0.6-teacher-unmasked'):.3f}",
     "deploy.table": lambda: _table("deploy"),
+    "speed_target.table": lambda: _table("speed-target"),
+    "speed_target.2x": lambda: f"{_speed_target('speedup-2.0', 'retimed'):.2f}x",
+    "speed_target.3x": lambda: f"{_speed_target('speedup-3.0', 'retimed'):.2f}x",
+    "speed_target.3x.acc": lambda: f"{_speed_target('speedup-3.0', 'test_accuracy'):.4f}",
+    "speed_target.p07": lambda: f"{_speed_target('sparsity-0.7', 'retimed'):.2f}x",
+    "speed_target.p07.acc": lambda: f"{_speed_target('sparsity-0.7', 'test_accuracy'):.4f}",
+    "speed_target.profile": lambda: f"{_speed_target('speedup-2.0', 'profile_seconds'):.0f} s",
     "memory.apt.peak": lambda: f"{_memory('apt', 'peak_memory_mb'):,.0f} MB",
     "memory.lora.peak": lambda: f"{_memory('lora', 'peak_memory_mb'):,.0f} MB",
     "memory.peak_ratio": lambda: _memory_ratio("peak_memory_mb"),

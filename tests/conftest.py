@@ -21,6 +21,24 @@ TINY = {
 }
 
 _DECODER = {"pad_token_id": 0, "tie_word_embeddings": False}
+
+SHORT_RUN = [
+    "train.max_steps=24",
+    "train.batch_size=8",
+    "train.eval_every=12",
+    "train.log_every=4",
+    "data.max_train_samples=192",
+    "data.max_eval_samples=48",
+    "data.max_length=32",
+    "pruning.update_frequency=4",
+    "pruning.mask_decay_rate=0.25",
+    "pruning.start_step=4",
+    "pruning.end_step=12",
+    "pruning.target_sparsity=0.5",
+    "pruning.align=4",
+    "train.learning_rate=0.002",
+]
+"""A 24-step classification run with three re-plans inside it (end-to-end tests of the loop)."""
 FAMILIES = {
     "bert": (transformers.BertConfig, transformers.BertForSequenceClassification, {}),
     "roberta": (transformers.RobertaConfig, transformers.RobertaForSequenceClassification, {}),

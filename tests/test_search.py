@@ -31,18 +31,24 @@ class _Block:
     position: int  # position in the flattened list: heads by layer, neurons by layer, hidden
 
 
-def _blocks(inventory: BlockInventory, scores: BlockScores) -> list[_Block]:
-    """Every block with its score and density, in flattened order."""
-    hidden_cost = inventory.head_cost * sum(inventory.heads) + inventory.neuron_cost * sum(inventory.neurons)
-    raw: list[tuple[int, int, list[float], int]] = [
-        (HEAD, layer, s.tolist(), inventory.head_cost * inventory.hidden)
-        for layer, s in enumerate(scores.heads)
+def _blocks(inventory: BlockInventory, scores: BlockScores, cost=None) -> list[_Block]:
+    """Every block with its score and density (per parameter, or per unit of `cost`), in flattened order."""
+    if cost is None:
+        hidden_cost = inventory.head_cost * sum(inventory.heads) + inventory.neuron_cost * sum(
+            inventory.neurons
+        )
+        per_block = [inventory.head_cost * inventory.hidden] * len(inventory.heads)
+        per_block += [inventory.neuron_cost * inventory.hidden] * len(inventory.neurons) + [hidden_cost]
+    else:
+        per_block = cost.block_costs(inventory)
+    raw: list[tuple[int, int, list[float], float]] = [
+        (HEAD, layer, s.tolist(), per_block[layer]) for layer, s in enumerate(scores.heads)
     ]
     raw += [
-        (NEURON, layer, s.tolist(), inventory.neuron_cost * inventory.hidden)
+        (NEURON, layer, s.tolist(), per_block[len(scores.heads) + layer])
         for layer, s in enumerate(scores.neurons)
     ]
-    raw.append((HIDDEN, 0, scores.hidden.tolist(), hidden_cost))
+    raw.append((HIDDEN, 0, scores.hidden.tolist(), per_block[-1]))
     blocks: list[_Block] = []
     for kind, layer, values, cost in raw:
         blocks += [
@@ -79,9 +85,10 @@ def _prefix_plans(
     min_neurons: int = 1,
     prune_hidden: bool = True,
     uniform_layers: bool = False,
-) -> tuple[dict[Group, list[_Block]], list[tuple[set[_Block], int]]]:
-    """Group preferences and the aligned kept set and params of every prefix length i = 0 .. N."""
-    blocks = _blocks(inventory, scores)
+    cost=None,
+) -> tuple[dict[Group, list[_Block]], list[tuple[set[_Block], float]]]:
+    """Group preferences and the aligned kept set and params (or `cost`) of every prefix length."""
+    blocks = _blocks(inventory, scores, cost)
     preference = _preference(blocks)
     minimum = {HEAD: min_heads, NEURON: min_neurons, HIDDEN: 1 if prune_hidden else inventory.hidden}
     forced = {b for (kind, _), members in preference.items() for b in members[: minimum[kind]]}
@@ -104,9 +111,12 @@ def _prefix_plans(
         for f in ffns:
             _fill(kept, preference[(NEURON, f)], neuron_target[f])
         _fill(kept, preference[(HIDDEN, 0)], _round_up(count(HIDDEN, 0), align, inventory.hidden))
-        per_dim = inventory.head_cost * sum(count(HEAD, a) for a in attentions) + inventory.neuron_cost * sum(
-            count(NEURON, f) for f in ffns
-        )
+        heads = [count(HEAD, a) for a in attentions]
+        neurons = [count(NEURON, f) for f in ffns]
+        if cost is not None:
+            plans.append((kept, cost(heads, neurons, count(HIDDEN, 0))))
+            continue
+        per_dim = inventory.head_cost * sum(heads) + inventory.neuron_cost * sum(neurons)
         plans.append((kept, count(HIDDEN, 0) * per_dim))
     return preference, plans
 
@@ -247,6 +257,53 @@ def test_plan_matches_bruteforce_and_invariants(case: tuple[BlockInventory, Bloc
     assert best == len(costs) - 1 or costs[best + 1] > budget
     # monotone in the budget
     assert plan_masks(inventory, scores, budget + 1, **options).params >= plan.params
+
+
+@dataclass(frozen=True)
+class SyntheticLatency:
+    """A made-up latency table (ms): non-additive and nonlinear, but monotone in every count."""
+
+    base: float
+    head_ms: tuple[float, ...]  # per attention module
+    neuron_ms: tuple[float, ...]  # per FFN
+    hidden_ms: float
+    unit: str = "ms"
+
+    def __call__(self, heads, neurons, hidden) -> float:
+        width = (hidden / 8) ** 0.8
+        att = sum(c * h**1.3 for c, h in zip(self.head_ms, heads, strict=True))
+        ffn = sum(c * math.ceil(n / 4) for c, n in zip(self.neuron_ms, neurons, strict=True))
+        return self.base + width * (att + ffn) + self.hidden_ms * hidden
+
+    def block_costs(self, inventory: BlockInventory) -> list[float]:
+        return [*self.head_ms, *(c / 4 for c in self.neuron_ms), self.hidden_ms + 0.01]
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=search_cases(), data=st.data())
+def test_latency_search_matches_bruteforce(case: tuple[BlockInventory, BlockScores, dict], data) -> None:
+    inventory, scores, options = case
+    ms = st.floats(0.05, 5.0)
+    cost = SyntheticLatency(
+        data.draw(ms),
+        tuple(data.draw(ms) for _ in inventory.heads),
+        tuple(data.draw(ms) for _ in inventory.neurons),
+        data.draw(st.floats(0.0, 0.5)),
+    )
+    totals = [total for _, total in _prefix_plans(inventory, scores, **options, cost=cost)[1]]
+    assert all(a <= b for a, b in itertools.pairwise(totals)), "latency must be monotone in the prefix"
+    budget = data.draw(st.floats(totals[0], totals[-1] * 1.1), label="budget")
+
+    plan = plan_masks(inventory, scores, budget, **options, cost=cost)
+    reference = plan_masks_bruteforce(inventory, scores, budget, **options, cost=cost)
+    assert _same_masks(plan, reference)
+    assert cost(plan.kept_heads, plan.kept_neurons, plan.kept_hidden) <= budget
+
+
+def test_latency_budget_below_the_minimal_plan_names_the_speedup() -> None:
+    cost = SyntheticLatency(10.0, (1.0,) * len(SMALL.heads), (1.0,) * len(SMALL.neurons), 0.1)
+    with pytest.raises(PlanError, match=r"latency budget .* below the minimal plan .* target_speedup"):
+        plan_masks(SMALL, _constant_scores(SMALL, 1.0), 5.0, cost=cost)
 
 
 @settings(max_examples=150, deadline=None)

@@ -33,7 +33,7 @@ from .salience import (
     SalienceCollector,
     ScoreAverage,
 )
-from .search import plan_masks
+from .search import PlanCost, plan_masks
 from .shrink import SliceRecord, shrink_model, slice_optimizer_state
 
 
@@ -55,6 +55,8 @@ class Pruner:
             kurtosis weight (0 when the config turns the kurtosis term off).
         allreduce: sums salience statistics across processes (data-parallel runs).
         grad_scale: multiplies salience gradient sums (`1 / processes` in data-parallel runs).
+        cost: what the budget counts when not parameters (`latency.LatencyModel`: predicted ms);
+            `plan(retain_ratio)` then keeps `retain_ratio` of the unpruned model's cost.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class Pruner:
         salience: BlockSalience | None = None,
         allreduce: AllReduce | None = None,
         grad_scale: float = 1.0,
+        cost: PlanCost | None = None,
     ):
         self.model = model
         self.options = config or PruningConfig()
@@ -72,6 +75,9 @@ class Pruner:
         self.family: ModelFamily = family_for(model)
         inventory = self.family.inventory(model)
         self.initial_params = inventory.prunable_params()
+        self.cost = cost
+        self.initial_cost = cost(inventory.heads, inventory.neurons, inventory.hidden) if cost else None
+        """The unpruned model's cost in `cost`'s unit (None when the budget counts parameters)."""
         device = next(model.parameters()).device
         self.masks = MaskState.ones(list(inventory.heads), list(inventory.neurons), inventory.hidden, device)
         self.hooks = install_masks(model, self.family, self.masks)
@@ -119,20 +125,29 @@ class Pruner:
         self.collector.reset()
         return None if scores is None else self.scores.update(scores, mean)
 
+    def predicted_cost(self) -> float | None:
+        """The cost model's prediction for the model's current (physical) shape, if there is one."""
+        if self.cost is None:
+            return None
+        inv = self.inventory()
+        return self.cost(inv.heads, inv.neurons, inv.hidden)
+
     def plan(self, retain_ratio: float) -> MaskPlan:
-        """Best plan under `retain_ratio * initial prunable params`, from the current average scores."""
+        """Best plan under `retain_ratio` x the unpruned model's prunable parameters (or its
+        predicted latency, with a `cost`), from the current average scores."""
         if self.scores.value is None:
             raise RuntimeError("no salience yet: run forward/backward passes, then fold_batch()")
         o = self.options
         plan = plan_masks(
             self.inventory(),
             self.scores.value,
-            int(retain_ratio * self.initial_params),
+            retain_ratio * self.initial_cost if self.cost else int(retain_ratio * self.initial_params),
             align=o.align,
             min_heads=o.min_heads_per_layer,
             min_neurons=o.min_neurons_per_layer,
             prune_hidden=o.prune_hidden,
             uniform_layers=o.uniform_layers,
+            cost=self.cost,
         )
         return self._stock_hidden(plan) if o.uniform_layers and o.prune_hidden else plan
 

@@ -9,6 +9,10 @@ whose model size fits the budget is found by binary search. Model size is not ad
 (``C = d' * (sum_a head_cost * n_h'^a + sum_f neuron_cost * n_f'^f)``) but it is monotone in the
 prefix length, alignment included, which is what makes the binary search exact.
 
+The budget may count something else than parameters: a `PlanCost` (such as the measured latency
+model of `latency.py`) gives each block's cost for the densities and each plan's total, which must
+be non-decreasing in every kept count so that the binary search stays exact.
+
 Ordering is deterministic: ties in density are broken by score, then by position in the flattened
 block list (heads of attention 0..A-1, neurons of FFN 0..F-1, hidden dims). Within one module and
 block type this order equals "score descending, lower index first", so every kept set is a top-k of
@@ -19,19 +23,34 @@ This module works on plain counts and tensors only; masks are returned as CPU bo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from .blocks import BlockInventory, BlockScores, MaskPlan
 from .errors import AptuneError
 
-__all__ = ["PlanError", "plan_masks"]
+__all__ = ["PlanCost", "PlanError", "plan_masks"]
 
 
 class PlanError(AptuneError):
     """No valid mask plan exists for the given inventory, scores, budget and options."""
+
+
+class PlanCost(Protocol):
+    """What a plan's budget counts when it is not parameters (e.g. predicted latency in ms)."""
+
+    unit: str
+    """The budget's unit, for messages."""
+
+    def block_costs(self, inventory: BlockInventory) -> list[float]:
+        """Cost of one block of each group: heads per attention module, neurons per FFN, then the
+        hidden dims (positive; the densities divide by them)."""
+
+    def __call__(self, heads: Sequence[int], neurons: Sequence[int], hidden: int) -> float:
+        """Cost of a plan keeping these counts; non-decreasing in every count."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +143,7 @@ def _density_order(score: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
     return by_score[torch.argsort(-density[by_score], stable=True)]  # (N,)
 
 
-def _rank(groups: list[torch.Tensor], costs: list[int], forced: list[int]) -> _Ranking:
+def _rank(groups: list[torch.Tensor], costs: list[float], forced: list[int]) -> _Ranking:
     """Sort all blocks by density and split off each group's ``forced`` best blocks."""
     sizes = [g.numel() for g in groups]
     score = torch.cat(groups)  # (N,)
@@ -203,15 +222,17 @@ def _check_options(
 def plan_masks(
     inventory: BlockInventory,
     scores: BlockScores,
-    budget: int,
+    budget: float,
     *,
     align: int = 8,
     min_heads: int = 1,
     min_neurons: int = 1,
     prune_hidden: bool = True,
     uniform_layers: bool = False,
+    cost: PlanCost | None = None,
 ) -> MaskPlan:
-    """Choose the blocks to keep so that the prunable parameter count is at most ``budget``.
+    """Choose the blocks to keep so that the prunable parameter count (or, with `cost`, the plan's
+    cost in its unit) is at most ``budget``.
 
     Every layer keeps its ``min_heads`` best heads and ``min_neurons`` best neurons (all of them if it
     has fewer) and at least one hidden dim is kept (all when ``prune_hidden`` is False). The remaining
@@ -226,18 +247,20 @@ def plan_masks(
     n_att = len(inventory.heads)
     forced = [min(min_heads, n) for n in inventory.heads] + [min(min_neurons, n) for n in inventory.neurons]
     forced.append(1 if prune_hidden else inventory.hidden)
-    ranking = _rank(groups, _group_costs(inventory), forced)
+    ranking = _rank(groups, cost.block_costs(inventory) if cost else _group_costs(inventory), forced)
+    total = cost or inventory.prunable_params
 
-    def cost_at(i: int) -> int:
+    def cost_at(i: int) -> float:
         shape = _shape_at(ranking, i, inventory, align, uniform_layers)
-        return inventory.prunable_params(shape.heads, shape.neurons, shape.hidden)
+        return total(shape.heads, shape.neurons, shape.hidden)
 
     minimal = cost_at(0)
     if minimal > budget:
+        what, unit = ("latency", f" {cost.unit}") if cost else ("parameter", " prunable params")
         raise PlanError(
-            f"parameter budget {budget} is below the minimal plan ({minimal} prunable params with "
-            f"min_heads={min_heads}, min_neurons={min_neurons}, align={align}); lower target_sparsity, "
-            f"or relax min_heads / min_neurons / align"
+            f"{what} budget {budget:g} is below the minimal plan ({minimal:g}{unit} with "
+            f"min_heads={min_heads}, min_neurons={min_neurons}, align={align}); lower "
+            f"{'target_speedup' if cost else 'target_sparsity'}, or relax min_heads / min_neurons / align"
         )
     best = _largest_fitting(cost_at, ranking.greedy_groups.numel(), budget)
     shape = _shape_at(ranking, best, inventory, align, uniform_layers)

