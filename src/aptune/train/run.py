@@ -21,7 +21,6 @@ copies and the distillation maps are sliced together.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -30,12 +29,11 @@ from accelerate import Accelerator
 from torch import nn
 
 from ..adapter import AptLinear, attach_adapters, merge_adapters
-from ..blocks import BlockInventory, MaskPlan
-from ..config import AptuneConfig, PruningConfig
+from ..blocks import MaskPlan
+from ..config import AptuneConfig
 from ..distill import LayerTransform, layer_loss, prediction_loss, sample_teacher_layers, teacher_layers
 from ..families import family_for
 from ..growth import AdapterImportance, adapter_params, apply_growth, plan_growth, rank_costs
-from ..latency import LatencyModel, cache_dir, latency_model, random_inputs
 from ..pruner import Cut, Pruner, keeps_all
 from ..schedule import distill_weight, is_replan_step, resolve_step, retain_ratio, tuning_budget
 from ..shrink import SliceRecord, first_k_plan, shapes_dict, slice_linear, slice_optimizer_state
@@ -43,10 +41,15 @@ from ..snapshot import BestWeights, WeightSnapshot
 from .memory import current_memory_mb, release_freed_memory
 from .outputs import DistillStatus, PruningStatus, StepRecord
 from .parallel import Replicas
-from .setup import SetupError, enable_checkpointing, float32_head, make_optimizer, make_scaler, make_scheduler
+from .setup import (
+    enable_checkpointing,
+    float32_head,
+    make_latency_model,
+    make_optimizer,
+    make_scaler,
+    make_scheduler,
+)
 from .tasks import Objective
-
-log = logging.getLogger("aptune")
 
 
 class NonFiniteLoss(ArithmeticError):
@@ -72,7 +75,9 @@ class AptRun:
         self.family = family_for(model)
         self.model = model.to(accelerator.device)
         self.initial_shapes = shapes_dict(model, self.family)
-        self.latency, self.latency_cached = self._latency_model()
+        self.latency, self.latency_cached = make_latency_model(
+            cfg, self.model, objective, tokenizer, self.replicas.world
+        )
         self.total_before = sum(p.numel() for p in model.parameters())
         self.adapters = self._setup_trainable()
         if cfg.train.gradient_checkpointing:
@@ -146,38 +151,6 @@ class AptRun:
         with `pruning.target_speedup` of the predicted latency (1 - 1 / speed-up)."""
         p = self.cfg.pruning
         return 1 - 1 / p.target_speedup if p.target_speedup else p.target_sparsity
-
-    def _latency_model(self) -> tuple[LatencyModel | None, bool]:
-        """This device's latency model of the unpruned model (measured, or cached from an earlier
-        run) when `pruning.target_speedup` asks for speed; (None, False) otherwise."""
-        p = self.cfg.pruning
-        if not (p.enabled and p.target_speedup):
-            return None, False
-        if self.replicas.world > 1:
-            raise SetupError(
-                "pruning.target_speedup measures one device's latency and runs in one process; use "
-                "pruning.target_sparsity for data-parallel runs"
-            )
-        log.warning(
-            "aptune: latency model of this device at batch 32 x %d for pruning.target_speedup "
-            "(measured once, about 15 s for MiniLM on 2 CPU cores, then read from %s)",
-            self.cfg.data.max_length,
-            cache_dir(),
-        )
-        if self.objective is not None:  # what the speed measurement at the end times
-            inputs = self.objective.timing_inputs(self.tokenizer, 32, self.cfg.data.max_length)
-        else:
-            inputs = random_inputs(self.model, 32, self.cfg.data.max_length)
-        table, cached = latency_model(self.model, inputs, p.align)
-        inv = self.family.inventory(self.model)
-        reach = table(inv.heads, inv.neurons, inv.hidden) / table(*minimal_shape(inv, p))
-        if reach < p.target_speedup:
-            raise SetupError(
-                f"pruning.target_speedup {p.target_speedup:g} is out of reach on this device: the smallest "
-                f"plan the pruning options allow is predicted {reach:.2f}x faster than the dense model "
-                f"(embeddings, norms and the head do not shrink with the blocks); ask for at most {reach:.2f}"
-            )
-        return table, cached
 
     def trainable(self) -> list[nn.Parameter]:
         """The parameters that train (adapters and task head, or every weight), in model order."""
@@ -574,14 +547,6 @@ class AptRun:
             self.pruner.load_state_dict(state["pruner"])
         self.teacher.load_state_dict(state["teacher"], self.trainable())
         self.best_after.load_state_dict(state["best_after"], self.trainable())
-
-
-def minimal_shape(inv: BlockInventory, p: PruningConfig) -> tuple[list[int], list[int], int]:
-    """The kept heads, neurons and hidden size of the smallest plan `p` allows (mask search minimums
-    and alignment)."""
-    heads = [min(p.min_heads_per_layer, n) for n in inv.heads]
-    neurons = [min(-(-p.min_neurons_per_layer // p.align) * p.align, n) for n in inv.neurons]
-    return heads, neurons, min(p.align, inv.hidden) if p.prune_hidden else inv.hidden
 
 
 def data_steps(cfg: AptuneConfig, objective: Objective) -> tuple[int, int]:

@@ -1,9 +1,11 @@
-"""What a run is built from: the output folder check, the model and tokenizer, the accelerator, the
-optimizer, the learning-rate schedule and the loss scaler."""
+"""What a run is built from: the output folder check, the model and tokenizer, the accelerator and
+its trackers, the latency model of a speed target, the optimizer, the learning-rate schedule and the
+loss scaler."""
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +19,12 @@ from torch import nn
 from ..assets import resolve_model_path
 from ..config import AptuneConfig, ModelConfig, TrainConfig
 from ..errors import AptuneError
-from ..families import supported_model_types
+from ..families import family_for, supported_model_types
+from ..latency import LatencyModel, cache_dir, latency_model, minimal_shape, random_inputs
 from ..schedule import warmup_linear_factor
 from .tasks import Objective
+
+log = logging.getLogger("aptune")
 
 
 class SetupError(AptuneError):
@@ -160,6 +165,43 @@ def make_accelerator(cfg: AptuneConfig, project_dir: Path | None = None) -> Acce
             "(DDP / multi-CPU) only: run `accelerate config` and pick multi-GPU or multi-CPU"
         )
     return accelerator
+
+
+def make_latency_model(
+    cfg: AptuneConfig, model: nn.Module, objective: Objective | None, tokenizer, processes: int
+) -> tuple[LatencyModel | None, bool]:
+    """This device's latency model of the unpruned `model` (measured, or read from the cache) when
+    `pruning.target_speedup` asks for speed, and whether it was cached; (None, False) otherwise.
+    Timed on the batch the final speed measurement uses (random tokens without an objective).
+    Refuses several processes and a speed-up beyond the smallest plan the options allow."""
+    p = cfg.pruning
+    if not (p.enabled and p.target_speedup):
+        return None, False
+    if processes > 1:
+        raise SetupError(
+            "pruning.target_speedup measures one device's latency and runs in one process; use "
+            "pruning.target_sparsity for data-parallel runs"
+        )
+    log.warning(
+        "aptune: latency model of this device at batch 32 x %d for pruning.target_speedup "
+        "(measured once, about 15 s for MiniLM on 2 CPU cores, then read from %s)",
+        cfg.data.max_length,
+        cache_dir(),
+    )
+    if objective is not None:
+        inputs = objective.timing_inputs(tokenizer, 32, cfg.data.max_length)
+    else:
+        inputs = random_inputs(model, 32, cfg.data.max_length)
+    table, cached = latency_model(model, inputs, p.align)
+    inv = family_for(model).inventory(model)
+    reach = table(inv.heads, inv.neurons, inv.hidden) / table(*minimal_shape(inv, p))
+    if reach < p.target_speedup:
+        raise SetupError(
+            f"pruning.target_speedup {p.target_speedup:g} is out of reach on this device: the smallest "
+            f"plan the pruning options allow is predicted {reach:.2f}x faster than the dense model "
+            f"(embeddings, norms and the head do not shrink with the blocks); ask for at most {reach:.2f}"
+        )
+    return table, cached
 
 
 def make_optimizer(
