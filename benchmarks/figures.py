@@ -88,6 +88,13 @@ def _quality_table() -> str:
     return "\n" + files[-1].read_text(encoding="utf-8").split("\n", 2)[2].strip() + "\n"
 
 
+def _mean_acc(method: str, seeds: tuple[int, ...] = (42, 43, 44)) -> float:
+    """Mean test accuracy of `method` over the seeds that have its row."""
+    found = [RESULTS / "quality-rows" / "epochs-3" / f"seed-{s}" / f"{method}.json" for s in seeds]
+    values = [json.loads(f.read_text(encoding="utf-8"))["test_accuracy"] for f in found if f.is_file()]
+    return sum(values) / len(values)
+
+
 def _acc(method: str) -> float:
     return _quality(method)["test_accuracy"]
 
@@ -150,6 +157,9 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.no_distill.kept": lambda: f"{_quality('apt-0.6-no-distill')['prunable_kept']:.0%}",
     "quality.no_distill.speedup": lambda: f"{_quality('apt-0.6-no-distill')['speedup']:.1f}x",
     "quality.distill_cost": lambda: f"{100 * (_acc('apt-0.6-no-distill') - _acc('apt-0.6')):.1f}",
+    "quality.distill_cost_mean": lambda: (
+        f"{100 * (_mean_acc('apt-0.6-no-distill') - _mean_acc('apt-0.6')):.1f}"
+    ),
     "quality.apt.best_val": lambda: f"{max(_validation('apt-0.6')):.3f}",
     "quality.apt.low_val": lambda: f"{min(_validation('apt-0.6')):.3f}",
     "quality.apt.last_val": lambda: f"{_validation('apt-0.6')[-1]:.3f}",
