@@ -89,7 +89,8 @@ class LatencyModel:
         j = int(np.clip(np.searchsorted(grid, hidden), 1, len(grid) - 1))
         lo, hi = grid[j - 1], grid[j]
         w = float(np.clip((hidden - lo) / (hi - lo), 0.0, 1.0))
-        return (1 - w) * self._at(j - 1, heads, neurons) + w * self._at(j, heads, neurons)
+        low = self._at(j - 1, heads, neurons)
+        return low + w * (self._at(j, heads, neurons) - low)  # exactly monotone in w
 
     def block_costs(self, inventory: BlockInventory) -> list[float]:
         """ms of one head per attention module, one neuron per FFN, one hidden dim: the model's mean

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from torch import nn
+
 from ..atomic import staged_dir
 from ..card import machine_description
 from ..config import AptuneConfig
@@ -243,8 +245,15 @@ def latency_summary(cfg: AptuneConfig, run: AptRun) -> dict[str, object]:
 
 def export(run: AptRun, out: Path, metadata: dict) -> Path:
     """Write `out/model` (weights, config, aptune.json, tokenizer) atomically."""
-    final = out / "model"
+    return write_model_dir(run.model, run.tokenizer, out / "model", metadata)
+
+
+def write_model_dir(model: nn.Module, tokenizer, final: Path, metadata: dict) -> Path:
+    """Write `final` (weights, config, aptune.json, and the tokenizer unless None) atomically: the
+    files go to a temporary folder that replaces `final` once complete."""
+    final.parent.mkdir(parents=True, exist_ok=True)
     with staged_dir(final) as tmp:
-        save_pruned(run.model, tmp, metadata=metadata)
-        run.tokenizer.save_pretrained(tmp)
+        save_pruned(model, tmp, metadata=metadata)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
     return final

@@ -48,12 +48,11 @@ import torch
 import transformers
 from torch import nn
 
-from ..atomic import staged_dir
 from ..card import write_model_card
 from ..config import AptuneConfig, load_config
 from ..errors import AptuneError
 from ..schedule import warmup_linear_factor
-from ..shrink import save_pruned
+from .outputs import write_model_dir
 from .run import AptRun
 from .setup import make_scheduler
 
@@ -234,15 +233,10 @@ class AptCallback(transformers.TrainerCallback):
             )
         tokenizer = tokenizer or self.run.tokenizer or (self.trainer and self.trainer.processing_class)
         info = metadata if metadata is not None else _classifier_metadata(self.model)
-        final = Path(model_dir)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with staged_dir(final) as tmp:
-            save_pruned(self.model, tmp, metadata={**info, "max_length": max_length})
-            if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
-            card = {"model": getattr(self.model.config, "_name_or_path", None), **(metrics or {})}
-            ranks = {name: a.rank for name, a in self.run.adapters.items()}
-            write_model_card(tmp, card, self.run.cfg.to_dict(), ranks=ranks)
+        final = write_model_dir(self.model, tokenizer, Path(model_dir), {**info, "max_length": max_length})
+        card = {"model": getattr(self.model.config, "_name_or_path", None), **(metrics or {})}
+        ranks = {name: a.rank for name, a in self.run.adapters.items()}
+        write_model_card(final, card, self.run.cfg.to_dict(), ranks=ranks)  # as `aptune train` does
         return final
 
     # ---- checks and the recovery schedule --------------------------------------------------
