@@ -28,7 +28,7 @@ from aptune.adapter import attach_adapters, merge_adapters
 from aptune.config import PruningConfig
 from aptune.families import family_for
 from aptune.pruner import Pruner
-from aptune.train.speed import median_ms
+from aptune.timing import median_ms
 from aptune.train.tasks import causal_lm_loss
 
 SHAPES = {

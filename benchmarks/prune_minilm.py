@@ -17,7 +17,7 @@ from common import minilm, review_batches, salience_pruner, write_results
 
 from aptune.masks import MaskState, install_masks
 from aptune.shrink import load_pruned, save_pruned, shrink_model
-from aptune.train.speed import inference_ms
+from aptune.timing import inference_ms
 
 
 def main() -> None:

@@ -51,9 +51,9 @@ from aptune.config import apply_overrides, load_config
 from aptune.families import family_for
 from aptune.schedule import warmup_linear_factor
 from aptune.shrink import shrink_model
+from aptune.timing import inference_ms
 from aptune.train.data import batches, encode, rotten_tomatoes
 from aptune.train.loop import train
-from aptune.train.speed import inference_ms
 from aptune.train.tasks import evaluate_classifier as evaluate
 
 CONFIG = Path(__file__).parents[1] / "configs" / "minilm-rotten-tomatoes.yaml"

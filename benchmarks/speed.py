@@ -20,7 +20,7 @@ from common import RESULTS, minilm, pruned_copy, review_batches, salience_pruner
 from aptune.blocks import BlockScores
 from aptune.families import family_for
 from aptune.search import plan_masks
-from aptune.train.speed import inference_ms
+from aptune.timing import inference_ms
 
 SPARSITIES = (0.4, 0.6, 0.8)
 ALIGNS = (8, 1)

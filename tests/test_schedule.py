@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aptune.schedule import distill_weight, is_replan_step, resolve_step, retain_ratio, tuning_budget
+from aptune.schedule import (
+    distill_weight,
+    is_replan_step,
+    resolve_step,
+    retain_ratio,
+    spread_replans,
+    tuning_budget,
+)
 
 START, END = 100, 500
 
@@ -196,3 +203,18 @@ def test_warmup_linear_factor_rises_then_decays_to_zero():
     assert values[:4] == [0.2, 0.4, 0.6, 0.8]
     assert values[4] == 1.0 and values[20] == 0.0
     assert all(a >= b for a, b in itertools.pairwise(values[4:]))
+
+
+def test_speed_checks_are_spread_over_the_replans_and_end_at_the_last():
+    assert spread_replans(100, 500, 100, 3) == {100, 300, 500}
+    assert spread_replans(100, 450, 100, 1) == {450}  # the final re-plan is off the grid
+    assert spread_replans(100, 450, 100, 10) == {100, 200, 300, 400, 450}
+    assert spread_replans(100, 500, 100, 0) == set()
+
+
+@given(window=windows(), every=st.integers(1, 500), count=st.integers(1, 8))
+def test_speed_check_steps_are_replan_steps(window: tuple[int, int], every: int, count: int) -> None:
+    start, end = window
+    steps = spread_replans(start, end, every, count)
+    assert end in steps and len(steps) == min(count, len({*range(start, end + 1, every), end}))
+    assert all(is_replan_step(s, start, end, every) or s == end for s in steps)

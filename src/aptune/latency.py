@@ -17,6 +17,13 @@ and d, then interpolated linearly; the measured curves are made non-decreasing i
 the model is monotone and the mask search's binary search stays exact. Profiling MiniLM on 2 CPU
 cores takes about 15 s; the table is cached per device, dtype, model shape, input size and token
 count.
+
+The table predicts, it does not measure: heads and neurons of different layers, width-specific
+kernels and the hidden size interact in ways a separable model misses (on MiniLM it predicted 2.00x
+for a shape that measured 2.25x). `SpeedCalibration` closes the loop during the run: a few times in
+the pruning window it builds the final plan's shape (a randomly initialised twin of the model, cut to
+the plan's counts), times it against an unpruned twin in alternating rounds, and rescales the latency
+budget by measured / asked.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import platform
 import time
@@ -34,7 +42,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 from .atomic import write_json
 from .blocks import BlockInventory
@@ -42,10 +49,14 @@ from .config import PruningConfig
 from .errors import AptuneError
 from .families import ModelFamily, family_for
 from .shrink import first_k_plan, shrink_model
+from .timing import blocked_ms, paired_ms
 
 __all__ = [
     "LatencyError",
     "LatencyModel",
+    "SpeedCalibration",
+    "SpeedCheck",
+    "SpeedProbe",
     "cache_dir",
     "latency_model",
     "measure",
@@ -53,7 +64,7 @@ __all__ = [
     "random_inputs",
 ]
 
-GRID_VERSION = 1
+GRID_VERSION = 2
 """Bumped when the grid or the measurement changes, so older cached tables are not reused."""
 
 
@@ -162,18 +173,6 @@ def _grid(full: int, low: int, align: int, points: Sequence[float]) -> list[int]
     return sorted(values)
 
 
-def _time_ms(model: nn.Module, inputs: dict[str, torch.Tensor]) -> float:
-    """Median forward time in ms (torch.utils.benchmark, the process's thread count)."""
-    with torch.inference_mode():
-        model(**inputs)  # warm-up
-        timer = benchmark.Timer(
-            stmt="model(**inputs)",
-            globals={"model": model, "inputs": inputs},
-            num_threads=torch.get_num_threads(),
-        )
-        return min(timer.blocked_autorange(min_run_time=0.25).times) * 1000  # the least disturbed block
-
-
 def _shrunk(model: nn.Module, family: ModelFamily, heads: int, neurons: int, hidden: int) -> nn.Module:
     """A copy of `model` keeping the first `heads` heads and `neurons` neurons of every layer and the
     first `hidden` dims (weights do not matter for time)."""
@@ -218,13 +217,15 @@ def measure(model: nn.Module, inputs: dict[str, torch.Tensor], align: int = 8) -
     table = LatencyModel(len(inv.heads), hidden_grid, head_grid, neuron_grid, [], [], [])
     layers = len(inv.heads)
     for hidden in hidden_grid:
-        base = _time_ms(_shrunk(model, family, 1, n_min, hidden), inputs)
-        full = _time_ms(_shrunk(model, family, heads, neurons, hidden), inputs)
-        a = np.array([_time_ms(_shrunk(model, family, h, n_min, hidden), inputs) for h in head_grid[1:]])
-        b = np.array([_time_ms(_shrunk(model, family, 1, n, hidden), inputs) for n in neuron_grid[1:]])
+        base = blocked_ms(_shrunk(model, family, 1, n_min, hidden), inputs)
+        full = blocked_ms(_shrunk(model, family, heads, neurons, hidden), inputs)
+        a = np.array([blocked_ms(_shrunk(model, family, h, n_min, hidden), inputs) for h in head_grid[1:]])
+        b = np.array([blocked_ms(_shrunk(model, family, 1, n, hidden), inputs) for n in neuron_grid[1:]])
         a, b = np.concatenate([[0.0], a - base]) / layers, np.concatenate([[0.0], b - base]) / layers
-        # heads and neurons do not add up exactly: scale both so that full counts come out as measured
-        scale = max(full - base, 0.0) / max(layers * (a[-1] + b[-1]), 1e-9)
+        # heads and neurons do not add up exactly: scale both so that full counts come out as
+        # measured, within 2x either way (a disturbed timing must not blow the curves up)
+        parts = layers * (a[-1] + b[-1])
+        scale = float(np.clip((full - base) / parts, 0.5, 2.0)) if parts > 0 else 1.0
         table.base.append(base)
         table.heads.append((a * scale).tolist())
         table.neurons.append((b * scale).tolist())
@@ -259,3 +260,93 @@ def latency_model(
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"key": key, "table": asdict(table)})
     return table, False
+
+
+class SpeedProbe:
+    """Measures the speed-up of a shape on this device: a twin of `model` (its class and config,
+    random weights: they do not change the time) cut to the shape, against an unpruned twin, in
+    alternating rounds on `inputs` (the batch the final speed measurement uses)."""
+
+    def __init__(self, model: nn.Module, inputs: dict[str, torch.Tensor], budget_s: float = 8.0):
+        param = next(model.parameters())
+        self.model_class, self.config = type(model), copy.deepcopy(model.config)
+        self.dtype, self.device = param.dtype, param.device
+        self.inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        self.budget_s = budget_s
+
+    def build(self, shapes: dict | None = None) -> nn.Module:
+        """A twin in eval mode: unpruned, or cut to `shapes` (heads and neurons per module and
+        `hidden_size`, as `shrink.shapes_dict` writes them)."""
+        twin = self.model_class(copy.deepcopy(self.config)).to(self.device, self.dtype).eval()
+        if shapes is not None:
+            family = family_for(twin)
+            shrink_model(twin, first_k_plan(family.inventory(twin), shapes), family)
+        return twin
+
+    def speedup(self, shapes: dict) -> float:
+        """Unpruned time over the time of `shapes` (4 alternating rounds, about `budget_s`)."""
+        dense_ms, pruned_ms = paired_ms(self.build(), self.build(shapes), self.inputs, 4, self.budget_s)
+        return dense_ms / pruned_ms
+
+
+@dataclass(frozen=True)
+class SpeedCheck:
+    """One measurement of the planned final shape during the run."""
+
+    step: int
+    retain: float  # the latency budget the plan was made for (fraction of the dense prediction)
+    predicted: float  # the latency model's speed-up of the plan
+    measured: float  # the probe's
+    scale: float  # the budget scale after this check
+
+
+class SpeedCalibration:
+    """The latency budget of `pruning.target_speedup`, corrected by measurement.
+
+    The final budget is `scale / target` of the unpruned model's predicted latency. `check` measures
+    the plan made for that budget and picks the next budget: between the largest budget measured
+    fast enough and the smallest measured too slow, interpolated in log space, once the checks
+    bracket the request (the measured speed-up falls as the budget grows, but not in proportion:
+    which blocks come back changes with the budget); before that, the budget moves by measured /
+    asked, at most `step_limit`-fold. It never leaves [`floor`, 1], `floor` being the smallest plan
+    the pruning options allow as a fraction of the dense prediction.
+    """
+
+    def __init__(self, probe: SpeedProbe | None, target: float, floor: float, step_limit: float = 1.5):
+        self.probe, self.target, self.floor, self.step_limit = probe, target, floor, step_limit
+        self.scale = 1.0
+        self.checks: list[SpeedCheck] = []
+
+    @property
+    def retain(self) -> float:
+        """The final latency budget as a fraction of the unpruned model's predicted latency."""
+        return self.scale / self.target
+
+    def check(self, step: int, shapes: dict, predicted: float) -> SpeedCheck:
+        """Measure the speed-up of `shapes` (the plan for `retain`) and choose the next budget."""
+        measured = self.probe.speedup(shapes)
+        retain = float(np.clip(self._next(self.retain, measured), self.floor, 1.0))
+        done = SpeedCheck(step, self.retain, predicted, measured, retain * self.target)
+        self.scale = done.scale
+        self.checks.append(done)
+        return done
+
+    def _next(self, retain: float, measured: float) -> float:
+        points = [(c.retain, c.measured) for c in self.checks] + [(retain, measured)]
+        fast = [p for p in points if p[1] >= self.target]
+        slow = [p for p in points if p[1] < self.target]
+        if fast and slow:
+            (r_fast, s_fast), (r_slow, s_slow) = max(fast), min(slow)
+            if r_fast < r_slow and s_fast > s_slow:
+                w = math.log(s_fast / self.target) / math.log(s_fast / s_slow)
+                return r_fast * (r_slow / r_fast) ** w
+        return retain * float(np.clip(measured / self.target, 1 / self.step_limit, self.step_limit))
+
+    def state_dict(self) -> dict[str, object]:
+        """The scale and the checks so far (JSON data)."""
+        return {"scale": self.scale, "checks": [asdict(c) for c in self.checks]}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Take the state of `state_dict()`."""
+        self.scale = float(state["scale"])
+        self.checks = [SpeedCheck(**c) for c in state["checks"]]

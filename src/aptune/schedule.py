@@ -109,3 +109,14 @@ def warmup_linear_factor(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / (warmup + 1)
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def spread_replans(start: int, end: int, every: int, count: int) -> set[int]:
+    """`count` of the window's re-plan steps (``start``, every ``every`` steps, and ``end``), evenly
+    spread, the last one always included; all of them when there are fewer."""
+    steps = sorted({*range(start, end + 1, every), end}) if count > 0 else []
+    if count >= len(steps):
+        return set(steps)
+    if count == 1:
+        return {steps[-1]}
+    return {steps[round(i * (len(steps) - 1) / (count - 1))] for i in range(count)}

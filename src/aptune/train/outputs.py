@@ -15,9 +15,9 @@ from ..atomic import staged_dir
 from ..card import machine_description
 from ..config import AptuneConfig
 from ..shrink import save_pruned, shapes_dict
+from ..timing import paired_ms
 from .memory import peak_memory_mb
 from .setup import load_model
-from .speed import paired_ms
 
 if TYPE_CHECKING:
     from .run import AptRun
@@ -230,8 +230,8 @@ def final_metrics(cfg: AptuneConfig, run: AptRun, train_seconds: float) -> dict[
 
 
 def latency_summary(cfg: AptuneConfig, run: AptRun) -> dict[str, object]:
-    """The speed asked for and the speed the latency model predicts for the export (the measured
-    one is `inference.speedup`)."""
+    """The speed asked for, the speed the latency model predicts for the export (the measured one
+    is `inference.speedup`), and the speed checks that rescaled the latency budget."""
     pruned = run.pruner.predicted_cost()
     return {
         "target_speedup": cfg.pruning.target_speedup,
@@ -240,6 +240,8 @@ def latency_summary(cfg: AptuneConfig, run: AptRun) -> dict[str, object]:
         "predicted_pruned_ms": pruned,
         "profile_seconds": run.latency.profile_seconds,
         "cached": run.latency_cached,
+        "budget_scale": run.speed.scale,
+        "speed_checks": [asdict(c) for c in run.speed.checks],
     }
 
 

@@ -329,6 +329,10 @@ def _summary_rows(metrics: Metrics, history: History) -> list[tuple[str, str]]:
     metric = metrics.get("metric", "accuracy")
     speed = metrics.get("latency_model") or {}
     asked = [("speed-up asked / predicted", _pair(speed, "target_speedup", "predicted_speedup", ".2f", "x"))]
+    if checks := speed.get("speed_checks"):
+        measured = " → ".join(f"{c['measured']:.2f}x" for c in checks)
+        budget = f"budget x{speed['budget_scale']:.2f}"
+        asked.append(("speed checks of the plan (measured)", f"{measured}; {budget}"))
     return [
         (f"test {metric}", _fmt(_get(metrics, "test", metric), ".4f")),
         (f"validation {metric}", _fmt(_get(metrics, "validation", metric), ".4f")),

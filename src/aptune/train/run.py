@@ -21,6 +21,7 @@ copies and the distillation maps are sliced together.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -35,7 +36,14 @@ from ..distill import LayerTransform, layer_loss, prediction_loss, sample_teache
 from ..families import family_for
 from ..growth import AdapterImportance, adapter_params, apply_growth, plan_growth, rank_costs
 from ..pruner import Cut, Pruner, keeps_all
-from ..schedule import distill_weight, is_replan_step, resolve_step, retain_ratio, tuning_budget
+from ..schedule import (
+    distill_weight,
+    is_replan_step,
+    resolve_step,
+    retain_ratio,
+    spread_replans,
+    tuning_budget,
+)
 from ..shrink import SliceRecord, first_k_plan, shapes_dict, slice_linear, slice_optimizer_state
 from ..snapshot import BestWeights, WeightSnapshot
 from .memory import current_memory_mb, release_freed_memory
@@ -50,6 +58,8 @@ from .setup import (
     make_scheduler,
 )
 from .tasks import Objective
+
+log = logging.getLogger("aptune")
 
 
 class NonFiniteLoss(ArithmeticError):
@@ -75,7 +85,7 @@ class AptRun:
         self.family = family_for(model)
         self.model = model.to(accelerator.device)
         self.initial_shapes = shapes_dict(model, self.family)
-        self.latency, self.latency_cached = make_latency_model(
+        self.latency, self.latency_cached, self.speed = make_latency_model(
             cfg, self.model, objective, tokenizer, self.replicas.world
         )
         self.total_before = sum(p.numel() for p in model.parameters())
@@ -132,6 +142,7 @@ class AptRun:
         self.end = min(max(resolve_step(p.end_step, self.total_steps), self.start), last)
         self.distill_end = self.end + round(self.cfg.distill.after_pruning * (self.total_steps - self.end))
         self.collect_from = max(0, self.start - p.update_frequency)
+        self.speed_check_steps = spread_replans(self.start, self.end, p.update_frequency, p.speed_checks)
 
     def _make_pruner(self) -> Pruner | None:
         if not self.cfg.pruning.enabled or self.target_sparsity == 0:
@@ -148,9 +159,9 @@ class AptRun:
     @property
     def target_sparsity(self) -> float:
         """The fraction of the budget removed by the end of pruning: of the prunable parameters, or
-        with `pruning.target_speedup` of the predicted latency (1 - 1 / speed-up)."""
-        p = self.cfg.pruning
-        return 1 - 1 / p.target_speedup if p.target_speedup else p.target_sparsity
+        with `pruning.target_speedup` of the predicted latency (1 - 1 / speed-up, as the speed checks
+        have rescaled it)."""
+        return 1 - self.speed.retain if self.speed is not None else self.cfg.pruning.target_sparsity
 
     def trainable(self) -> list[nn.Parameter]:
         """The parameters that train (adapters and task head, or every weight), in model order."""
@@ -372,12 +383,30 @@ class AptRun:
         if self.distilling and self.cfg.distill.teacher == "best":
             self.pending_eval = self.validate()
             self.teacher.offer(self.score(self.pending_eval), self.trainable())
+        if self.speed is not None and self.speed.probe is not None and step in self.speed_check_steps:
+            self._check_speed(step)
         ratio = retain_ratio(step, self.start, self.end, self.target_sparsity)
         plan = self.pruner.replan(ratio)
         self.replicas.check("mask targets", [*plan.heads, *plan.neurons, plan.hidden], step + 1)
         self.shrink()
         self._grow(step)
         self._latest_teacher()
+
+    def _check_speed(self, step: int) -> None:
+        """Time the plan for the final latency budget on this device and rescale the budget."""
+        plan = self.pruner.plan(self.speed.retain)
+        shapes = {"heads": plan.kept_heads, "neurons": plan.kept_neurons, "hidden_size": plan.kept_hidden}
+        predicted = self.pruner.initial_cost / self.latency(*shapes.values())
+        check = self.speed.check(step, shapes, predicted)
+        log.info(
+            "aptune: step %d speed check: the final plan measured %.2fx (predicted %.2fx, asked %.2fx); "
+            "latency budget now %.3f of dense",
+            step + 1,
+            check.measured,
+            check.predicted,
+            self.speed.target,
+            self.speed.retain,
+        )
 
     def _latest_teacher(self) -> None:
         """The 'latest' protocol: a new teacher snapshot at every re-plan and shrink."""
@@ -521,6 +550,7 @@ class AptRun:
             "teacher": self.teacher.state_dict(),
             "best_after": self.best_after.state_dict(),
             "recovering": self.recovering,
+            "speed": None if self.speed is None else self.speed.state_dict(),
             "transforms": self.transforms.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -545,6 +575,8 @@ class AptRun:
             self.importance.load_state_dict(state["importance"])
         if self.pruner is not None:
             self.pruner.load_state_dict(state["pruner"])
+        if self.speed is not None:
+            self.speed.load_state_dict(state["speed"])
         self.teacher.load_state_dict(state["teacher"], self.trainable())
         self.best_after.load_state_dict(state["best_after"], self.trainable())
 

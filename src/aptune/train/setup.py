@@ -20,7 +20,15 @@ from ..assets import resolve_model_path
 from ..config import AptuneConfig, ModelConfig, TrainConfig
 from ..errors import AptuneError
 from ..families import family_for, supported_model_types
-from ..latency import LatencyModel, cache_dir, latency_model, minimal_shape, random_inputs
+from ..latency import (
+    LatencyModel,
+    SpeedCalibration,
+    SpeedProbe,
+    cache_dir,
+    latency_model,
+    minimal_shape,
+    random_inputs,
+)
 from ..schedule import warmup_linear_factor
 from .tasks import Objective
 
@@ -169,14 +177,15 @@ def make_accelerator(cfg: AptuneConfig, project_dir: Path | None = None) -> Acce
 
 def make_latency_model(
     cfg: AptuneConfig, model: nn.Module, objective: Objective | None, tokenizer, processes: int
-) -> tuple[LatencyModel | None, bool]:
+) -> tuple[LatencyModel | None, bool, SpeedCalibration | None]:
     """This device's latency model of the unpruned `model` (measured, or read from the cache) when
-    `pruning.target_speedup` asks for speed, and whether it was cached; (None, False) otherwise.
+    `pruning.target_speedup` asks for speed, whether it was cached, and the budget's calibration
+    (its probe times `pruning.speed_checks` planned shapes); (None, False, None) otherwise.
     Timed on the batch the final speed measurement uses (random tokens without an objective).
     Refuses several processes and a speed-up beyond the smallest plan the options allow."""
     p = cfg.pruning
     if not (p.enabled and p.target_speedup):
-        return None, False
+        return None, False, None
     if processes > 1:
         raise SetupError(
             "pruning.target_speedup measures one device's latency and runs in one process; use "
@@ -201,7 +210,9 @@ def make_latency_model(
             f"plan the pruning options allow is predicted {reach:.2f}x faster than the dense model "
             f"(embeddings, norms and the head do not shrink with the blocks); ask for at most {reach:.2f}"
         )
-    return table, cached
+    probe = SpeedProbe(model, inputs) if p.speed_checks else None
+    floor = (1 + 1e-9) / reach  # the smallest plan's share, a hair above it against rounding
+    return table, cached, SpeedCalibration(probe, p.target_speedup, floor=floor)
 
 
 def make_optimizer(

@@ -1,4 +1,5 @@
-"""Inference timing: warm-up, many runs, median."""
+"""Forward-pass timing: the median of many runs after a warm-up, two models in alternating rounds,
+and torch.utils.benchmark's blocked measurement (the latency model's grid)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils import benchmark
 
 
 def _sync(device: torch.device) -> None:
@@ -76,3 +78,16 @@ def paired_ms(
         if i >= 1 and (time.perf_counter() - started) * (i + 2) / (i + 1) > budget_s:
             break
     return statistics.median(times[0]), statistics.median(times[1])
+
+
+def blocked_ms(model: nn.Module, inputs: dict[str, torch.Tensor], min_run_time: float = 0.25) -> float:
+    """Forward time in ms of the least disturbed block of runs (torch.utils.benchmark's
+    `blocked_autorange`, the process's thread count) after one warm-up call."""
+    with torch.inference_mode():
+        model(**inputs)
+        timer = benchmark.Timer(
+            stmt="model(**inputs)",
+            globals={"model": model, "inputs": inputs},
+            num_threads=torch.get_num_threads(),
+        )
+        return min(timer.blocked_autorange(min_run_time=min_run_time).times) * 1000

@@ -1,0 +1,51 @@
+"""Forward-pass timing (timing.py): warm-up and run counts, alternating rounds, the blocked timer."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from aptune.timing import blocked_ms, median_ms, paired_ms
+
+
+class Recorder(nn.Module):
+    """A model that sleeps `seconds` per call and writes its name into a shared log."""
+
+    def __init__(self, name: str, log: list[str], seconds: float = 0.0):
+        super().__init__()
+        self.name, self.log, self.seconds = name, log, seconds
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        self.log.append(self.name)
+        time.sleep(self.seconds)
+        return input_ids
+
+
+def test_median_ms_warms_up_then_times_the_runs():
+    calls: list[int] = []
+    ms = median_ms(lambda: calls.append(1), warmup=3, runs=7)
+    assert len(calls) == 10 and ms >= 0
+
+
+def test_a_time_budget_gives_slow_calls_fewer_runs():
+    calls: list[int] = []
+    median_ms(lambda: (calls.append(1), time.sleep(0.01)), warmup=1, runs=50, budget_s=0.05)
+    assert len(calls) == 1 + 5  # the warm-up, then the minimum of 5 runs
+
+
+def test_paired_ms_alternates_the_models_and_tells_them_apart():
+    log: list[str] = []
+    slow, fast = Recorder("slow", log, 0.004), Recorder("fast", log, 0.0)
+    slow_ms, fast_ms = paired_ms(slow, fast, {"input_ids": torch.zeros(1)}, rounds=3)
+    blocks = [log[i] for i in range(0, len(log), 8)]  # each round: 3 warm-up + 5 timed calls per model
+    assert blocks == ["slow", "fast"] * 3
+    assert slow_ms > 3.5 > fast_ms
+
+
+def test_blocked_ms_times_a_forward_pass():
+    log: list[str] = []
+    ms = blocked_ms(Recorder("m", log, 0.002), {"input_ids": torch.zeros(1)}, min_run_time=0.02)
+    assert ms > 1.5 and len(log) > 2
