@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aptune.blocks import BlockInventory, BlockScores, MaskPlan
-from aptune.search import PlanError, plan_masks
+from aptune.search import PlanError, minimal_shape, plan_masks
 
 # --- brute force reference ------------------------------------------------------------------------
 
@@ -551,3 +551,16 @@ def test_half_precision_scores_and_model_sized_inventory() -> None:
         budget,
         {"align": 8, "min_heads": 1, "min_neurons": 1, "prune_hidden": True, "uniform_layers": False},
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=search_cases())
+def test_minimal_shape_is_what_the_smallest_plan_costs(
+    case: tuple[BlockInventory, BlockScores, dict],
+) -> None:
+    inventory, scores, options = case
+    shape = minimal_shape(inventory, **{k: v for k, v in options.items() if k != "uniform_layers"})
+    budget = inventory.prunable_params(*shape)
+    assert plan_masks(inventory, scores, budget, **options).params == budget
+    with pytest.raises(PlanError, match="below the minimal plan"):
+        plan_masks(inventory, scores, budget - 1, **options)

@@ -45,7 +45,6 @@ from torch import nn
 
 from .atomic import write_json
 from .blocks import BlockInventory
-from .config import PruningConfig
 from .errors import AptuneError
 from .families import ModelFamily, family_for
 from .shrink import first_k_plan, shrink_model
@@ -60,7 +59,6 @@ __all__ = [
     "cache_dir",
     "latency_model",
     "measure",
-    "minimal_shape",
     "random_inputs",
 ]
 
@@ -115,15 +113,6 @@ class LatencyModel:
         d_slope = (self(heads, neurons, d) - self(heads, neurons, d_low)) / max(1, d - d_low)
         per_block = [h_slope] * len(heads) + [n_slope] * len(neurons) + [d_slope]
         return [max(c, 1e-9) for c in per_block]
-
-
-def minimal_shape(inv: BlockInventory, options: PruningConfig) -> tuple[list[int], list[int], int]:
-    """The kept heads, neurons and hidden size of the smallest plan the pruning `options` allow
-    (the mask search's minimums and alignment)."""
-    p = options
-    heads = [min(p.min_heads_per_layer, n) for n in inv.heads]
-    neurons = [min(-(-p.min_neurons_per_layer // p.align) * p.align, n) for n in inv.neurons]
-    return heads, neurons, min(p.align, inv.hidden) if p.prune_hidden else inv.hidden
 
 
 def cache_dir() -> Path:

@@ -32,7 +32,7 @@ import torch
 from .blocks import BlockInventory, BlockScores, MaskPlan
 from .errors import AptuneError
 
-__all__ = ["PlanCost", "PlanError", "plan_masks"]
+__all__ = ["PlanCost", "PlanError", "minimal_shape", "plan_masks"]
 
 
 class PlanError(AptuneError):
@@ -217,6 +217,21 @@ def _check_options(
             f"uniform_layers needs equal block counts in every layer, got heads={inventory.heads}, "
             f"neurons={inventory.neurons}; plan with uniform_layers=False"
         )
+
+
+def minimal_shape(
+    inventory: BlockInventory,
+    *,
+    align: int = 8,
+    min_heads: int = 1,
+    min_neurons: int = 1,
+    prune_hidden: bool = True,
+) -> tuple[list[int], list[int], int]:
+    """Kept heads per attention module, neurons per FFN and the hidden size of the smallest plan
+    `plan_masks` can return with these options (its forced blocks, aligned)."""
+    heads = [min(min_heads, n) for n in inventory.heads]
+    neurons = [_round_up(min(min_neurons, n), align, n) for n in inventory.neurons]
+    return heads, neurons, _round_up(1, align, inventory.hidden) if prune_hidden else inventory.hidden
 
 
 def plan_masks(

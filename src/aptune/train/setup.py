@@ -26,10 +26,10 @@ from ..latency import (
     SpeedProbe,
     cache_dir,
     latency_model,
-    minimal_shape,
     random_inputs,
 )
 from ..schedule import warmup_linear_factor
+from ..search import minimal_shape
 from .tasks import Objective
 
 log = logging.getLogger("aptune")
@@ -203,7 +203,14 @@ def make_latency_model(
         inputs = random_inputs(model, 32, cfg.data.max_length)
     table, cached = latency_model(model, inputs, p.align)
     inv = family_for(model).inventory(model)
-    reach = table(inv.heads, inv.neurons, inv.hidden) / table(*minimal_shape(inv, p))
+    smallest = minimal_shape(
+        inv,
+        align=p.align,
+        min_heads=p.min_heads_per_layer,
+        min_neurons=p.min_neurons_per_layer,
+        prune_hidden=p.prune_hidden,
+    )
+    reach = table(inv.heads, inv.neurons, inv.hidden) / table(*smallest)
     if reach < p.target_speedup:
         raise SetupError(
             f"pruning.target_speedup {p.target_speedup:g} is out of reach on this device: the smallest "
