@@ -4,6 +4,7 @@ its predicted speed-up of a held-out pruned shape is within 15% of the measured 
 from __future__ import annotations
 
 import copy
+import json
 import random
 
 import pytest
@@ -22,7 +23,7 @@ from aptune.latency import (
     measure,
     random_inputs,
 )
-from aptune.search import plan_masks
+from aptune.search import minimal_shape, plan_masks
 from aptune.shrink import first_k_plan, shrink_model
 from aptune.timing import paired_ms
 from aptune.train.loop import train
@@ -148,12 +149,13 @@ def test_speed_checks_bring_the_measured_speedup_to_the_request():
         shapes = {"heads": plan.kept_heads, "neurons": plan.kept_neurons, "hidden_size": plan.kept_hidden}
         return device.speedup(shapes), shapes
 
-    for step in range(4):
+    for _ in range(4):  # the final re-plan: one step, so the checks combine
         _, shapes = measured_plan()
-        speed.check(step, shapes, dense / believed(*shapes.values()))
+        if speed.met(speed.check(7, shapes, dense / believed(*shapes.values()))):
+            break
     assert abs(speed.checks[0].measured / 2.0 - 1) > 0.1  # the latency model alone misses by > 10%
     assert measured_plan()[0] == pytest.approx(2.0, rel=0.05)
-    assert speed.scale != 1.0 and [c.step for c in speed.checks] == [0, 1, 2, 3]
+    assert speed.scale != 1.0 and 2 <= len(speed.checks) <= 4
 
 
 class ConstantDevice:
@@ -174,9 +176,21 @@ def test_a_speed_check_moves_the_budget_by_at_most_its_step_limit_within_bounds(
     slower = SpeedCalibration(ConstantDevice(0.1), target=2.0, floor=0.4)
     slower.check(0, shapes, 2.0)
     assert slower.retain == pytest.approx(0.4)  # 0.5 / 1.5 is below the smallest allowed plan
+    close = SpeedCalibration(ConstantDevice(2.05), target=2.0, floor=0.1)
+    assert close.met(close.check(0, shapes, 2.0)) and close.retain == 0.5  # within 3%: kept
     again = SpeedCalibration(None, target=2.0, floor=0.4)
     again.load_state_dict(faster.state_dict())
     assert (again.scale, again.checks) == (faster.scale, faster.checks)
+
+
+def test_checks_of_earlier_steps_do_not_bracket_the_request():
+    shapes = {"heads": [1], "neurons": [8], "hidden_size": 8}
+    device = ConstantDevice(3.3)
+    speed = SpeedCalibration(device, target=3.0, floor=0.1)
+    speed.check(0, shapes, 3.0)  # fast at 1/3: the budget grows 1.1x
+    device.value = 2.7  # the scores moved on: the plan for the larger budget is slower
+    speed.check(1, shapes, 3.0)
+    assert speed.retain == pytest.approx(1 / 3 * 1.1 * 0.9)  # measured / asked, not a stale bracket
 
 
 def test_the_speed_probe_times_a_twin_cut_to_the_shape():
@@ -209,13 +223,22 @@ def test_a_run_asked_for_speed_prunes_to_the_predicted_speedup(tiny_model_dir, t
     speed = result.metrics["latency_model"]
     assert speed["target_speedup"] == 1.4 and not speed["cached"]
     checks = speed["speed_checks"]
-    assert len(checks) == 3 and all(c["measured"] > 0 for c in checks)  # pruning.speed_checks
+    assert 3 <= len(checks) <= 5 and all(c["measured"] > 0 for c in checks)  # 3, the last up to 3 times
     assert speed["budget_scale"] == checks[-1]["scale"]
-    final = 1.4 / speed["budget_scale"]  # the predicted speed-up the last check asked the search for
-    assert final <= speed["predicted_speedup"] <= final * 1.15  # the search fills the latency budget
+    final = 1.4 / speed["budget_scale"]  # the predicted speed-up of the final latency budget
+    assert speed["predicted_speedup"] >= final * (1 - 1e-9)  # the export is within that budget
     assert result.metrics["sparsity"] > 0.1
     report = (result.output_dir / "report.md").read_text()
     assert "speed-up asked / predicted | 1.40x" in report
     assert "speed checks of the plan (measured)" in report
-    with pytest.raises(SetupError, match="out of reach"):  # this tiny model's fixed parts dominate
-        train(apply_overrides(AptuneConfig(), [*overrides, "pruning.target_speedup=50"]), tmp_path / "no")
+    (cached,) = (tmp_path / "cache" / "latency").glob("*.json")
+    table = LatencyModel(**json.loads(cached.read_text())["table"])
+    inv = BlockInventory(heads=(4,) * 3, neurons=(48,) * 3, hidden=32, head_cost=32, neuron_cost=2)
+    p = AptuneConfig().pruning
+    smallest = minimal_shape(
+        inv, align=p.align, min_heads=p.min_heads_per_layer, min_neurons=p.min_neurons_per_layer
+    )
+    reach = table(inv.heads, inv.neurons, inv.hidden) / table(*smallest)
+    beyond = f"pruning.target_speedup={reach * 1.2:.3f}"  # embeddings and the head do not shrink
+    with pytest.raises(SetupError, match="out of reach"):
+        train(apply_overrides(AptuneConfig(), [*overrides, beyond]), tmp_path / "no")

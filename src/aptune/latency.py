@@ -293,16 +293,26 @@ class SpeedCalibration:
     """The latency budget of `pruning.target_speedup`, corrected by measurement.
 
     The final budget is `scale / target` of the unpruned model's predicted latency. `check` measures
-    the plan made for that budget and picks the next budget: between the largest budget measured
-    fast enough and the smallest measured too slow, interpolated in log space, once the checks
-    bracket the request (the measured speed-up falls as the budget grows, but not in proportion:
-    which blocks come back changes with the budget); before that, the budget moves by measured /
-    asked, at most `step_limit`-fold. It never leaves [`floor`, 1], `floor` being the smallest plan
-    the pruning options allow as a fraction of the dense prediction.
+    the plan made for that budget; within `tolerance` of the request it keeps the budget, else it
+    picks the next one. Checks made at the same step (the same scores, so the same plan for a budget)
+    are combined: once they bracket the request, the next budget is interpolated in log space
+    between the largest measured fast enough and the smallest measured too slow (the measured
+    speed-up falls as the budget grows, but not in proportion: which blocks come back changes with
+    the budget). Otherwise the budget moves by measured / asked, at most `step_limit`-fold (checks
+    of earlier steps planned with other scores and are not combined). It never leaves [`floor`, 1],
+    `floor` being the smallest plan the pruning options allow as a fraction of the dense prediction.
     """
 
-    def __init__(self, probe: SpeedProbe | None, target: float, floor: float, step_limit: float = 1.5):
-        self.probe, self.target, self.floor, self.step_limit = probe, target, floor, step_limit
+    def __init__(
+        self,
+        probe: SpeedProbe | None,
+        target: float,
+        floor: float,
+        tolerance: float = 0.03,
+        step_limit: float = 1.5,
+    ):
+        self.probe, self.target, self.floor = probe, target, floor
+        self.tolerance, self.step_limit = tolerance, step_limit
         self.scale = 1.0
         self.checks: list[SpeedCheck] = []
 
@@ -311,17 +321,24 @@ class SpeedCalibration:
         """The final latency budget as a fraction of the unpruned model's predicted latency."""
         return self.scale / self.target
 
+    def met(self, check: SpeedCheck) -> bool:
+        """Whether `check` measured the request within the tolerance."""
+        return abs(check.measured / self.target - 1) <= self.tolerance
+
     def check(self, step: int, shapes: dict, predicted: float) -> SpeedCheck:
         """Measure the speed-up of `shapes` (the plan for `retain`) and choose the next budget."""
         measured = self.probe.speedup(shapes)
-        retain = float(np.clip(self._next(self.retain, measured), self.floor, 1.0))
+        points = [(c.retain, c.measured) for c in self.checks if c.step == step] + [(self.retain, measured)]
+        retain = float(np.clip(self._next(points), self.floor, 1.0))
         done = SpeedCheck(step, self.retain, predicted, measured, retain * self.target)
+        if self.met(done):
+            done = SpeedCheck(step, self.retain, predicted, measured, self.scale)
         self.scale = done.scale
         self.checks.append(done)
         return done
 
-    def _next(self, retain: float, measured: float) -> float:
-        points = [(c.retain, c.measured) for c in self.checks] + [(retain, measured)]
+    def _next(self, points: list[tuple[float, float]]) -> float:
+        """The next budget from (budget, measured speed-up) points of one step, the last one latest."""
         fast = [p for p in points if p[1] >= self.target]
         slow = [p for p in points if p[1] < self.target]
         if fast and slow:
@@ -329,6 +346,7 @@ class SpeedCalibration:
             if r_fast < r_slow and s_fast > s_slow:
                 w = math.log(s_fast / self.target) / math.log(s_fast / s_slow)
                 return r_fast * (r_slow / r_fast) ** w
+        retain, measured = points[-1]
         return retain * float(np.clip(measured / self.target, 1 / self.step_limit, self.step_limit))
 
     def state_dict(self) -> dict[str, object]:

@@ -61,6 +61,9 @@ from .tasks import Objective
 
 log = logging.getLogger("aptune")
 
+FINAL_SPEED_TRIES = 3
+"""Speed checks at the final re-plan: its scores are final, so repeated checks converge."""
+
 
 class NonFiniteLoss(ArithmeticError):
     """The loss of a step is nan or infinite."""
@@ -393,20 +396,24 @@ class AptRun:
         self._latest_teacher()
 
     def _check_speed(self, step: int) -> None:
-        """Time the plan for the final latency budget on this device and rescale the budget."""
-        plan = self.pruner.plan(self.speed.retain)
-        shapes = {"heads": plan.kept_heads, "neurons": plan.kept_neurons, "hidden_size": plan.kept_hidden}
-        predicted = self.pruner.initial_cost / self.latency(*shapes.values())
-        check = self.speed.check(step, shapes, predicted)
-        log.info(
-            "aptune: step %d speed check: the final plan measured %.2fx (predicted %.2fx, asked %.2fx); "
-            "latency budget now %.3f of dense",
-            step + 1,
-            check.measured,
-            check.predicted,
-            self.speed.target,
-            self.speed.retain,
-        )
+        """Time the plan for the final latency budget on this device and correct the budget; the
+        final re-plan measures again (up to `FINAL_SPEED_TRIES` times) until it meets the request."""
+        for _ in range(FINAL_SPEED_TRIES if step == self.end else 1):
+            plan = self.pruner.plan(self.speed.retain)
+            shapes = {"heads": plan.kept_heads, "neurons": plan.kept_neurons, "hidden_size": plan.kept_hidden}
+            predicted = self.pruner.initial_cost / self.latency(*shapes.values())
+            check = self.speed.check(step, shapes, predicted)
+            log.info(
+                "aptune: step %d speed check: the final plan measured %.2fx (predicted %.2fx, asked "
+                "%.2fx); latency budget now %.3f of dense",
+                step + 1,
+                check.measured,
+                check.predicted,
+                self.speed.target,
+                self.speed.retain,
+            )
+            if self.speed.met(check):
+                return
 
     def _latest_teacher(self) -> None:
         """The 'latest' protocol: a new teacher snapshot at every re-plan and shrink."""
