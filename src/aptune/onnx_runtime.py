@@ -77,21 +77,28 @@ def _feed(names: list[str], inputs: dict[str, torch.Tensor | np.ndarray]) -> dic
     return {name: _int64(inputs[name]) for name in names}
 
 
-class OnnxModel(nn.Module):
+class _OnnxSessions(nn.Module):
+    """What every session wrapper shares: the model's config, and one empty parameter that tells
+    callers reading `next(model.parameters()).device` the device (CPU)."""
+
+    def __init__(self, config: transformers.PretrainedConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
+
+
+class OnnxModel(_OnnxSessions):
     """An onnxruntime session behind the call interface of a transformers model: `model(**inputs)`
     returns an object with `logits` (a CPU tensor). Inputs the graph does not take are ignored, the
     attention mask defaults to ones and token types to zeros, and a graph with a key-value cache gets
-    an empty one (and positions 0..T-1, as the torch model uses without a cache). Its one empty
-    parameter tells callers the device (CPU)."""
+    an empty one (and positions 0..T-1, as the torch model uses without a cache)."""
 
     def __init__(self, path: Path, config: transformers.PretrainedConfig) -> None:
-        super().__init__()
+        super().__init__(config)
         self.session = _session(path)
         inputs = self.session.get_inputs()
         self.names = [i.name for i in inputs if not i.name.startswith("past.")]
         self.past = {i.name: (i.shape[1], i.shape[3]) for i in inputs if i.name.startswith("past.")}
-        self.config = config
-        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
     def forward(self, **inputs: torch.Tensor) -> SimpleNamespace:
         ids = inputs["input_ids"]  # (B, T)
@@ -135,15 +142,13 @@ def greedy_generate(
     return out
 
 
-class OnnxSeq2Seq(nn.Module):
+class OnnxSeq2Seq(_OnnxSessions):
     """An encoder and a decoder session behind T5's call interface: `model(input_ids, attention_mask,
     decoder_input_ids).logits` (teacher-forced) and `model.generate(...)` (greedy only)."""
 
     def __init__(self, encoder: Path, decoder: Path, config: transformers.PretrainedConfig) -> None:
-        super().__init__()
+        super().__init__(config)
         self.encoder, self.decoder = _session(encoder), _session(decoder)
-        self.config = config
-        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
     def forward(self, input_ids, attention_mask, decoder_input_ids, **_: object) -> SimpleNamespace:
         mask = _int64(attention_mask)  # (B, T)
