@@ -174,7 +174,7 @@ def masked_rms_norm(x: torch.Tensor, norm: nn.Module, keep: torch.Tensor) -> tor
     """
     keep_f = keep.to(torch.float32)  # (d,)
     h = x.to(torch.float32)  # (..., d)
-    var = (h * keep_f).pow(2).sum(-1, keepdim=True) / keep_f.sum()  # (..., 1)
+    var = (h.pow(2) * keep_f).sum(-1, keepdim=True) / keep_f.sum()  # (..., 1): saves h, not a masked copy
     eps = getattr(norm, "variance_epsilon", None)
     out = h * torch.rsqrt(var + (norm.eps if eps is None else eps))  # (..., d)
     return norm.weight * out.to(x.dtype)
