@@ -20,10 +20,10 @@ count.
 
 The table predicts, it does not measure: heads and neurons of different layers, width-specific
 kernels and the hidden size interact in ways a separable model misses (on MiniLM it predicted 2.00x
-for a shape that measured 2.25x). `SpeedCalibration` closes the loop during the run: a few times in
+for a shape that measured 1.75x). `SpeedCalibration` closes the loop during the run: a few times in
 the pruning window it builds the final plan's shape (a randomly initialised twin of the model, cut to
-the plan's counts), times it against an unpruned twin in alternating rounds, and rescales the latency
-budget by measured / asked.
+the plan's counts), times it against an unpruned twin in alternating rounds (`SpeedProbe`), and
+corrects the latency budget.
 """
 
 from __future__ import annotations
@@ -274,7 +274,9 @@ class SpeedProbe:
 
     def speedup(self, shapes: dict) -> float:
         """Unpruned time over the time of `shapes` (4 alternating rounds, about `budget_s`)."""
-        dense_ms, pruned_ms = paired_ms(self.build(), self.build(shapes), self.inputs, 4, self.budget_s)
+        dense_ms, pruned_ms = paired_ms(
+            self.build(), self.build(shapes), self.inputs, rounds=4, budget_s=self.budget_s
+        )
         return dense_ms / pruned_ms
 
 
@@ -327,13 +329,11 @@ class SpeedCalibration:
 
     def check(self, step: int, shapes: dict, predicted: float) -> SpeedCheck:
         """Measure the speed-up of `shapes` (the plan for `retain`) and choose the next budget."""
-        measured = self.probe.speedup(shapes)
-        points = [(c.retain, c.measured) for c in self.checks if c.step == step] + [(self.retain, measured)]
-        retain = float(np.clip(self._next(points), self.floor, 1.0))
-        done = SpeedCheck(step, self.retain, predicted, measured, retain * self.target)
-        if self.met(done):
-            done = SpeedCheck(step, self.retain, predicted, measured, self.scale)
-        self.scale = done.scale
+        measured, retain = self.probe.speedup(shapes), self.retain
+        if abs(measured / self.target - 1) > self.tolerance:
+            points = [(c.retain, c.measured) for c in self.checks if c.step == step] + [(retain, measured)]
+            self.scale = float(np.clip(self._next(points), self.floor, 1.0)) * self.target
+        done = SpeedCheck(step, retain, predicted, measured, self.scale)
         self.checks.append(done)
         return done
 
