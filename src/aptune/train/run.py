@@ -386,7 +386,7 @@ class AptRun:
         if self.distilling and self.cfg.distill.teacher == "best":
             self.pending_eval = self.validate()
             self.teacher.offer(self.score(self.pending_eval), self.trainable())
-        if self.speed is not None and self.speed.probe is not None and step in self.speed_check_steps:
+        if self.speed is not None and step in self.speed_check_steps:  # none with speed_checks 0
             self._check_speed(step)
         ratio = retain_ratio(step, self.start, self.end, self.target_sparsity)
         plan = self.pruner.replan(ratio)
