@@ -162,18 +162,24 @@ def _grid(full: int, low: int, align: int, points: Sequence[float]) -> list[int]
     return sorted(values)
 
 
+def _cut_to(twin: nn.Module, shapes: dict) -> nn.Module:
+    """`twin` (weights do not matter for time) cut in place to the first blocks of every module up
+    to the counts of `shapes` (as `shrink.shapes_dict` writes them), in eval mode."""
+    family = family_for(twin)
+    shrink_model(twin, first_k_plan(family.inventory(twin), shapes), family)
+    return twin.eval()
+
+
 def _shrunk(model: nn.Module, family: ModelFamily, heads: int, neurons: int, hidden: int) -> nn.Module:
     """A copy of `model` keeping the first `heads` heads and `neurons` neurons of every layer and the
-    first `hidden` dims (weights do not matter for time)."""
-    twin = copy.deepcopy(model)
-    inv = family.inventory(twin)
+    first `hidden` dims."""
+    inv = family.inventory(model)
     shapes = {
         "heads": [heads] * len(inv.heads),
         "neurons": [neurons] * len(inv.neurons),
         "hidden_size": hidden,
     }
-    shrink_model(twin, first_k_plan(inv, shapes), family)
-    return twin.eval()
+    return _cut_to(copy.deepcopy(model), shapes)
 
 
 def random_inputs(model: nn.Module, batch: int, seq_len: int) -> dict[str, torch.Tensor]:
@@ -267,10 +273,7 @@ class SpeedProbe:
         """A twin in eval mode: unpruned, or cut to `shapes` (heads and neurons per module and
         `hidden_size`, as `shrink.shapes_dict` writes them)."""
         twin = self.model_class(copy.deepcopy(self.config)).to(self.device, self.dtype).eval()
-        if shapes is not None:
-            family = family_for(twin)
-            shrink_model(twin, first_k_plan(family.inventory(twin), shapes), family)
-        return twin
+        return twin if shapes is None else _cut_to(twin, shapes)
 
     def speedup(self, shapes: dict) -> float:
         """Unpruned time over the time of `shapes` (4 alternating rounds, about `budget_s`)."""
