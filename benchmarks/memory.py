@@ -15,8 +15,10 @@ freed heap pages are handed back (`malloc_trim`). Phases:
 * distillation (60% kept): as above with the teacher pass and the layer loss (mu = 1).
 
 Part 2 (`--whole`): the built-in config trained start to finish, and the same config as plain
-LoRA, each in its own process: whole-process peak memory, the current-memory curve (its level in
-the dense phase and at the end), and the median step time of the dense phase.
+LoRA, each in its own process: whole-process peak memory, the two memory curves of the history
+(resident memory between steps, and the tensor memory of a logged step: weights, optimizer state,
+copies and the activations saved for backward) with their level in the dense phase and at the end,
+and the median step time of the dense phase.
 
     python benchmarks/memory.py [--steps 4] [--whole]
 
@@ -43,7 +45,7 @@ from aptune.adapter import AptLinear
 from aptune.config import apply_overrides, load_config
 from aptune.snapshot import WeightSnapshot
 from aptune.train.data import batches
-from aptune.train.memory import current_memory_mb, release_freed_memory
+from aptune.train.memory import current_memory_mb, release_freed_memory, tensor_mb
 from aptune.train.run import AptRun
 from aptune.train.setup import load_model
 from aptune.train.tasks import load_objective
@@ -81,18 +83,9 @@ def _peak_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def _tensor_mb(tensors) -> float:
-    """MB held by `tensors`, each storage counted once."""
-    seen: dict[int, int] = {}
-    for t in tensors:
-        if isinstance(t, torch.Tensor):
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-    return sum(seen.values()) / MB
-
-
 def _optimizer_tensors(optimizer: torch.optim.Optimizer):
     for state in optimizer.state.values():
-        yield from state.values()
+        yield from (v for v in state.values() if isinstance(v, torch.Tensor))
 
 
 def _run_at(phase: str) -> tuple[AptRun, int, object]:
@@ -147,13 +140,13 @@ def measure(phase: str, steps: int) -> dict:
     adapters = [p for m in model.modules() if isinstance(m, AptLinear) for p in (m.lora_A, m.lora_B)]
     scores = run.pruner.scores.value if run.pruner is not None else None
     return {
-        "frozen_mb": _tensor_mb(p for p in model.parameters() if id(p) not in trainable),
-        "trainable_mb": _tensor_mb(run.trainable()),
-        "adapters_mb": _tensor_mb(adapters),
-        "optimizer_mb": _tensor_mb(_optimizer_tensors(run.optimizer)),
-        "copies_mb": _tensor_mb(t for s in run.snapshots() for t in s.values),
-        "salience_mb": 0.0 if scores is None else _tensor_mb([*scores.heads, *scores.neurons, scores.hidden]),
-        "saved_for_backward_mb": _tensor_mb(saved),
+        "frozen_mb": tensor_mb(p for p in model.parameters() if id(p) not in trainable),
+        "trainable_mb": tensor_mb(run.trainable()),
+        "adapters_mb": tensor_mb(adapters),
+        "optimizer_mb": tensor_mb(_optimizer_tensors(run.optimizer)),
+        "copies_mb": tensor_mb(t for s in run.snapshots() for t in s.values),
+        "salience_mb": 0.0 if scores is None else tensor_mb([*scores.heads, *scores.neurons, scores.hidden]),
+        "saved_for_backward_mb": tensor_mb(saved),
         "rss_before_mb": before,
         "step_peak_mb": peak,
         "rss_after_mb": after,
@@ -171,8 +164,10 @@ def whole(config_overrides: list[str], work: Path) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     lines = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     curve = [(r["step"], r["memory_mb"]) for r in lines if "memory_mb" in r]
+    tensors = [(r["step"], r["step_memory_mb"]) for r in lines if "step_memory_mb" in r]
     start = metrics["schedule"]["pruning_start"] or curve[-1][0]
     dense = [mb for s, mb in curve if s <= start] or [curve[0][1]]
+    dense_tensors = [mb for s, mb in tensors if s <= start] or [tensors[0][1]]
     dense_lines = [r for r in lines if r["step"] <= start and "elapsed_s" in r]
     steps = [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) * 1000
              for a, b in itertools.pairwise(dense_lines) if not b.get("eval")]  # fmt: skip
@@ -180,9 +175,12 @@ def whole(config_overrides: list[str], work: Path) -> dict:
         "peak_memory_mb": metrics["peak_memory_mb"],
         "dense_level_mb": statistics.median(dense),
         "final_level_mb": curve[-1][1],
+        "dense_tensors_mb": statistics.median(dense_tensors),
+        "final_tensors_mb": tensors[-1][1],
         "dense_step_ms": statistics.median(steps) if steps else None,
         "test_accuracy": metrics["test"].get("accuracy"),
         "curve": curve,
+        "tensor_curve": tensors,
     }
 
 
@@ -207,15 +205,17 @@ def _phase_table(rows: dict[str, dict]) -> list[str]:
 def _whole_table(runs: dict[str, dict]) -> list[str]:
     lora = runs["lora"]
     lines = [
-        "| run | peak MB | vs LoRA | dense-phase level MB | final level MB | final vs dense | dense step ms "
-        "| vs LoRA | test acc |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | peak MB | vs LoRA | RSS: dense phase | end | change | step tensors: dense phase | end "
+        "| change | dense step ms | vs LoRA | test acc |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs.items():
         lines.append(
             f"| {name} | {r['peak_memory_mb']:.0f} | {r['peak_memory_mb'] / lora['peak_memory_mb']:.2f}x "
             f"| {r['dense_level_mb']:.0f} | {r['final_level_mb']:.0f} "
-            f"| {r['final_level_mb'] / r['dense_level_mb'] - 1:+.0%} | {r['dense_step_ms']:.0f} "
+            f"| {r['final_level_mb'] / r['dense_level_mb'] - 1:+.0%} | {r['dense_tensors_mb']:.0f} "
+            f"| {r['final_tensors_mb']:.0f} | {r['final_tensors_mb'] / r['dense_tensors_mb'] - 1:+.0%} "
+            f"| {r['dense_step_ms']:.0f} "
             f"| {r['dense_step_ms'] / lora['dense_step_ms']:.2f}x | {r['test_accuracy']:.4f} |"
         )
     return lines

@@ -38,6 +38,9 @@ def test_apt_run_prunes_grows_distils_and_exports(tiny_model_dir, tmp_path):
     assert during[-1]["physical"] < 1.0  # blocks were removed during training, not only at the end
     assert history[-1]["final"] and history[-1]["eval"] == m["validation"]
     assert all(0 < line["memory_mb"] <= 1.01 * m["peak_memory_mb"] for line in history)  # current RSS
+    measured = [line for line in history if "step_memory_mb" in line]  # every log_every (4) steps
+    assert sorted({line["step"] for line in measured}) == list(range(4, 25, 4))  # the final line too
+    assert all(0 < line["step_memory_mb"] < line["memory_mb"] for line in measured)
     loaded = load_pruned(result.model_dir)
     assert sum(p.numel() for p in loaded.parameters()) == m["params"]["total_after"]
     tokenizer = transformers.AutoTokenizer.from_pretrained(result.model_dir)

@@ -1,11 +1,12 @@
-"""Memory figures of a training process: the current level and handing freed memory back."""
+"""Memory figures of a training process: the current level, a step's tensor memory and handing
+freed memory back."""
 
 import ctypes.util
 
 import pytest
 import torch
 
-from aptune.train.memory import current_memory_mb, peak_memory_mb, release_freed_memory
+from aptune.train.memory import StepMemory, current_memory_mb, peak_memory_mb, release_freed_memory, tensor_mb
 
 CPU = torch.device("cpu")
 
@@ -34,3 +35,30 @@ def test_release_hands_back_memory_freed_in_holes():
     release_freed_memory(CPU)
     assert _in_use() < held - 80
     assert len(tensors) == 10000
+
+
+def _mb(*tensors: torch.Tensor) -> float:
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def test_step_memory_counts_saved_activations_and_held_tensors_once():
+    model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512))
+    x = torch.randn(1024, 512)
+    meter = StepMemory(CPU)
+    with meter.step(model.parameters) as measured:
+        model(x).sum().backward()
+    # saved: x (for the first weight's gradient), the ReLU output (its own backward and the second
+    # layer's weight gradient, one storage) and the weights, which count once with the held ones
+    expected = _mb(x, x) + _mb(*model.parameters())
+    assert measured["step_memory_mb"] == pytest.approx(expected, rel=1e-6)
+    quarter = x[:256].clone()  # its own storage (a view would keep all of x saved)
+    with meter.step(model.parameters) as measured:
+        model(quarter).sum().backward()
+    expected = _mb(quarter, quarter) + _mb(*model.parameters())
+    assert measured["step_memory_mb"] == pytest.approx(expected, rel=1e-6)
+    assert meter.peak_mb() == peak_memory_mb(CPU)
+
+
+def test_tensor_mb_counts_a_storage_once():
+    block = torch.ones(2**18)  # 1 MB
+    assert tensor_mb([block, block[:10], block.view(512, 512)]) == pytest.approx(1.0)

@@ -53,6 +53,8 @@ def history_lines(n: int = 20, with_eval: bool = True) -> list[dict]:
             "elapsed_s": 1.5 * i,
             "memory_mb": 2000.0 - 50 * i,
         }
+        if i % 2 == 0:
+            line["step_memory_mb"] = 400.0 - 10 * i
         if i in (8, 14):
             line["event"] = "shrink"
         if with_eval and i % 5 == 4:
@@ -131,6 +133,7 @@ def test_summary_table(full_run):
     assert "1:02:05" in text
     assert "2,049 MB" in text
     assert "| memory in use, first → last logged step | 2,000 MB → 1,050 MB (-48%) |" in text
+    assert "| a step's tensor memory, first → last measured | 400 MB → 220 MB (-45%) |" in text
     assert "12.35 ms / 6.67 ms" in text
     assert "| speed-up measured / ideal | 1.85x / 2.40x |" in text
 

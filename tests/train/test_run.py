@@ -103,3 +103,19 @@ def test_a_schedule_that_cannot_finish_its_decay_is_reported(tiny_model_dir):
     assert _run(tiny_model_dir, "no", "pruning.mask_decay_rate=0.25").schedule_problems() == []
     (problem,) = _run(tiny_model_dir).schedule_problems()  # decay 0.01: 100 steps after step 12 of 20
     assert "does not fit 20 steps" in problem and "pruning.mask_decay_rate" in problem
+
+
+def test_logged_steps_measure_tensor_memory_and_a_cut_reduces_it(tiny_model_dir):
+    run = _run(tiny_model_dir, "no", "train.log_every=2")
+    batch = next(_batches(run))
+    run.train_step(batch, 0)  # its line is not logged: nothing measured
+    assert run.measured_memory == (-1, {})
+    run.train_step(batch, 1)
+    dense = run.measured_memory[1]["step_memory_mb"]
+    weights = sum(p.numel() * p.element_size() for p in run.model.parameters()) / 2**20
+    assert dense > weights  # the activations saved for backward come on top of the weights
+    assert run.status(2).memory["step_memory_mb"] == dense
+    assert "step_memory_mb" not in run.status(3).memory  # a line of another step does not carry it
+    run.apply_cut(run.pruner.plan(0.4))
+    run.train_step(batch, 3)
+    assert run.measured_memory[1]["step_memory_mb"] < 0.8 * dense

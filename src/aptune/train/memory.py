@@ -1,9 +1,14 @@
-"""Memory of a training process: the peak (for metrics), the current level (for every history line, so
-the report shows memory falling as the model shrinks), and handing memory freed by a cut back.
+"""Memory of a training process: the peak (for metrics), the current level and a step's tensor
+memory (for the history lines, so the report shows memory falling as the model shrinks), and
+handing memory freed by a cut back.
 
 On a GPU the figures are torch's allocator statistics (allocated, and reserved by the caching
 allocator). On a CPU they are the process's resident set size: the peak from `getrusage`, the current
-level from `/proc/self/statm` (Linux; elsewhere no current figure is recorded).
+level from `/proc/self/statm` (Linux; elsewhere no current figure is recorded). A CPU process's
+resident set hardly falls when the model shrinks: glibc keeps the pages of freed activations for the
+next step (and cannot hand back the holes a step leaves between live blocks), and libraries and data
+take a fixed share. `StepMemory` therefore also counts what a step's tensors need, the figure that
+shrinking reduces (on a GPU: the step's peak allocation).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import ctypes.util
 import gc
 import os
 import resource
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -22,10 +29,65 @@ _STATM = Path("/proc/self/statm")
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak allocated GPU memory, or the process's peak RSS on CPU, in MB."""
+    """Peak allocated GPU memory (since the last `torch.cuda.reset_peak_memory_stats`), or the
+    process's peak RSS on CPU, in MB."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def tensor_mb(tensors: Iterable[torch.Tensor]) -> float:
+    """MB held by the storages of `tensors`, each storage counted once."""
+    sizes = {}
+    for t in tensors:
+        storage = t.untyped_storage()
+        sizes[storage.data_ptr()] = storage.nbytes()
+    return sum(sizes.values()) / 2**20
+
+
+class StepMemory:
+    """The tensor memory of the training steps it measures, and the run's peak (see `peak_mb`).
+
+    On a GPU a measured step's figure is its peak allocation (the allocator's peak statistics are
+    reset before the step; the peak before the reset is kept for `peak_mb`). On a CPU it is the
+    storages alive at the end of the step's forward pass, each counted once: the activations that
+    autograd saved for backward (seen by a `saved_tensors_hooks` pack hook, which keeps only their
+    size) and the tensors `held` returns at the end of the step (weights, optimizer state, weight
+    copies). Temporaries of the forward and backward passes are not counted on a CPU.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.gpu_peak_mb = 0.0
+        """The largest GPU peak allocation before the latest reset (GPU only)."""
+
+    @contextmanager
+    def step(self, held: Callable[[], Iterable[torch.Tensor]]) -> Iterator[dict[str, float]]:
+        """Measure the step run inside; the yielded dict holds ``step_memory_mb`` afterwards."""
+        result: dict[str, float] = {}
+        if self.device.type == "cuda":
+            self.gpu_peak_mb = max(self.gpu_peak_mb, peak_memory_mb(self.device))
+            torch.cuda.reset_peak_memory_stats(self.device)
+            yield result
+            result["step_memory_mb"] = peak_memory_mb(self.device)
+            return
+        saved: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            saved[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            yield result
+        for t in held():
+            storage = t.untyped_storage()
+            saved[storage.data_ptr()] = storage.nbytes()
+        result["step_memory_mb"] = sum(saved.values()) / 2**20
+
+    def peak_mb(self) -> float:
+        """The run's peak: GPU allocation over all steps, or the process's peak RSS on a CPU."""
+        return max(self.gpu_peak_mb, peak_memory_mb(self.device))
 
 
 def current_memory_mb(device: torch.device) -> dict[str, float]:

@@ -16,7 +16,6 @@ from ..card import machine_description
 from ..config import AptuneConfig
 from ..shrink import save_pruned, shapes_dict
 from ..timing import paired_ms
-from .memory import peak_memory_mb
 from .setup import load_model
 
 if TYPE_CHECKING:
@@ -61,7 +60,8 @@ class StepRecord:
     final: bool = False
     elapsed_s: float = 0.0
     memory: dict[str, float] = field(default_factory=dict)
-    """The memory in use at this step (see `memory.current_memory_mb`)."""
+    """The memory in use at this step (see `memory.current_memory_mb`) and, on lines that end a
+    measured step, that step's tensor memory (`step_memory_mb`, see `memory.StepMemory`)."""
 
     def to_json(self) -> dict[str, object]:
         """The flat JSON line: sections and losses inlined, absent parts left out."""
@@ -213,7 +213,7 @@ def final_metrics(cfg: AptuneConfig, run: AptRun, train_seconds: float) -> dict[
             "distill_end": run.distill_end if run.distilling else None,
             "recovery_start": run.recovery_start,
         },
-        "peak_memory_mb": peak_memory_mb(run.acc.device),
+        "peak_memory_mb": run.step_memory.peak_mb(),
         "shapes": shapes_dict(run.model, run.family),
         "initial_shapes": run.initial_shapes,
         "notes": list(run.objective.notes),

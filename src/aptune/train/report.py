@@ -252,7 +252,8 @@ def _draw_ranks(fig: Figure, history: History, metrics: Metrics) -> None:
 def _draw_memory(fig: Figure, history: History, metrics: Metrics) -> None:
     ax = fig.subplots()
     series = [(("memory_mb",), "in use (CPU: resident set; GPU: allocated)"),
-              (("memory_reserved_mb",), "reserved by the CUDA allocator")]  # fmt: skip
+              (("memory_reserved_mb",), "reserved by the CUDA allocator"),
+              (("step_memory_mb",), "a step's tensors (CPU: at the end of forward; GPU: peak)")]  # fmt: skip
     if _plot_lines(ax, history, series):
         for i, step in enumerate(line["step"] for line in history if line.get("event") == "shrink"):
             ax.axvline(step, color="grey", ls=":", lw=1, label="shrink" if i == 0 else None)
@@ -309,9 +310,9 @@ def _duration(seconds: Any) -> str:
     return f"{seconds:.1f} s ({timedelta(seconds=round(seconds))})"
 
 
-def _memory_in_use(history: History) -> str:
-    """Memory in use at the first and the last logged step (see `memory.png`)."""
-    levels = [line["memory_mb"] for line in history if "memory_mb" in line]
+def _first_last(history: History, key: str) -> str:
+    """A memory figure at the first and the last history line that has it (see `memory.png`)."""
+    levels = [line[key] for line in history if key in line]
     if not levels:
         return "n/a"
     return f"{levels[0]:,.0f} MB → {levels[-1]:,.0f} MB ({levels[-1] / levels[0] - 1:+.0%})"
@@ -341,7 +342,8 @@ def _summary_rows(metrics: Metrics, history: History) -> list[tuple[str, str]]:
         ("prunable params", _before_after(params.get("prunable_before"), params.get("prunable_after"))),
         ("train time", _duration(metrics.get("train_seconds"))),
         ("peak memory", _fmt(metrics.get("peak_memory_mb"), ",.0f", " MB")),
-        ("memory in use, first → last logged step", _memory_in_use(history)),
+        ("memory in use, first → last logged step", _first_last(history, "memory_mb")),
+        ("a step's tensor memory, first → last measured", _first_last(history, "step_memory_mb")),
         ("inference dense / pruned", latency + (f" ({setting})" if setting else "")),
         ("speed-up measured / ideal", _pair(inference, "speedup", "ideal_speedup", ".2f", "x")),
         *(asked if speed else []),

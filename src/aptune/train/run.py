@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 
 import torch
 import transformers
@@ -46,7 +47,7 @@ from ..schedule import (
 )
 from ..shrink import SliceRecord, first_k_plan, shapes_dict, slice_linear, slice_optimizer_state
 from ..snapshot import BestWeights, WeightSnapshot
-from .memory import current_memory_mb, release_freed_memory
+from .memory import StepMemory, current_memory_mb, release_freed_memory
 from .outputs import DistillStatus, PruningStatus, StepRecord
 from .parallel import Replicas
 from .setup import (
@@ -117,6 +118,9 @@ class AptRun:
         self.best_after = BestWeights()
         """The best validation state since the masks reached their final targets (recovery)."""
         self.recovering = False
+        self.step_memory = StepMemory(accelerator.device)
+        self.measured_memory: tuple[int, dict[str, float]] = (-1, {})
+        """The step after which `step_memory` last measured, and what it measured."""
         self.pending_eval: dict[str, float] | None = None
         """A validation result taken between steps (teacher selection, recovery) for the history."""
 
@@ -287,11 +291,21 @@ class AptRun:
     def train_step(self, examples: list, step: int) -> dict[str, float]:
         """Forward, losses, backward and optimizer step on one batch; returns the loss terms.
 
-        The model trains in train mode (dropout on), whatever evaluation or loading left it in.
-        Under fp16 the loss is scaled for backward; the gradients are unscaled before salience,
-        adapter importance and clipping read them, and a step whose gradients overflowed changes
-        no weight, score or schedule (the scaler lowers its scale and the next step tries again).
+        A step that ends on a history line (every `train.log_every`) measures its tensor memory
+        for that line (`StepMemory`). The model trains in train mode (dropout on), whatever
+        evaluation or loading left it in. Under fp16 the loss is scaled for backward; the gradients
+        are unscaled before salience, adapter importance and clipping read them, and a step whose
+        gradients overflowed changes no weight, score or schedule (the scaler lowers its scale and
+        the next step tries again).
         """
+        if (step + 1) % self.cfg.train.log_every:
+            return self._train_step(examples, step)
+        with self.step_memory.step(self._held_tensors) as measured:
+            terms = self._train_step(examples, step)
+        self.measured_memory = (step + 1, measured)
+        return terms
+
+    def _train_step(self, examples: list, step: int) -> dict[str, float]:
         self.model.train()
         self.observe(step)
         examples, weight = self.replicas.shard(examples)
@@ -316,6 +330,17 @@ class AptRun:
         if self.scaler.is_enabled():
             terms["skipped"] = float(not finite)
         return self.replicas.mean_terms(terms)
+
+    def _held_tensors(self) -> Iterator[torch.Tensor]:
+        """Every tensor the run holds between steps: weights and buffers, distillation maps,
+        optimizer state and weight copies."""
+        yield from self.model.parameters()
+        yield from self.model.buffers()
+        yield from self.transforms.parameters()
+        for state in self.optimizer.state.values():
+            yield from (v for v in state.values() if isinstance(v, torch.Tensor))
+        for snapshot in self.snapshots():
+            yield from snapshot.values
 
     def observe(self, step: int) -> None:
         """Let the mask hooks collect salience in the coming batch's backward pass when `step` feeds
@@ -507,6 +532,9 @@ class AptRun:
             ranks={name: a.rank for name, a in self.adapters.items()},
             memory=current_memory_mb(self.acc.device),
         )
+        measured_at, measured = self.measured_memory
+        if measured_at == step:
+            record.memory.update(measured)
         if self.distilling:
             record.distill = DistillStatus(self.teacher.score, self.recovering)
         if self.pruner is not None:
@@ -522,9 +550,15 @@ class AptRun:
         return record
 
     def evaluate(self, split: str) -> dict[str, float]:
-        """Metrics of the current (masked) model on a split (in eval mode; the next step trains)."""
+        """Metrics of the current (masked) model on a split (in eval mode; the next step trains).
+
+        Freed memory goes back to the system before and after: on a CPU the evaluation batches
+        (another size than the training batches) otherwise grow the heap that the training steps
+        keep (in the built-in MiniLM run each evaluation after the first cut raised the resident
+        memory by 120-165 MB, and the last one set the run's peak)."""
         self.model.eval()
-        return self.objective.evaluate(
+        release_freed_memory(self.acc.device)
+        metrics = self.objective.evaluate(
             self.model,
             self.tokenizer,
             split,
@@ -532,6 +566,8 @@ class AptRun:
             self.cfg.data.max_length,
             shard=(self.acc.process_index, self.acc.num_processes),
         )
+        release_freed_memory(self.acc.device)
+        return metrics
 
     def finish(self) -> None:
         """Hard masks, physical removal, hooks off, adapters merged."""
