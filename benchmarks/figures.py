@@ -103,6 +103,12 @@ def _validation(method: str) -> list[float]:
     return [accuracy for _, accuracy in _quality(method)["curve"]]
 
 
+def _time_to_97(method: str) -> float:
+    """Seed 42's wall time to 97% of full fine-tuning's final validation accuracy (quality.py's rule)."""
+    threshold = 0.97 * _quality("full-ft")["curve"][-1][1]
+    return next(t for t, accuracy in _quality(method)["curve"] if accuracy >= threshold)
+
+
 def _low_after_best(method: str) -> float:
     """The lowest validation accuracy after the curve's best point."""
     curve = _validation(method)
@@ -169,6 +175,15 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.no_distill.mean": lambda: f"{_mean_acc('apt-0.6-no-distill'):.4f}",
     "quality.ft.mean": lambda: f"{_mean_acc('full-ft'):.4f}",
     "quality.no_distill.of_ft_mean": lambda: f"{_mean_acc('apt-0.6-no-distill') / _mean_acc('full-ft'):.1%}",
+    "quality.pair.apt_t97": lambda: f"{_time_to_97('apt-0.6-no-distill'):,.0f} s",
+    "quality.pair.lora_t97": lambda: f"{_time_to_97('lora'):,.0f} s",
+    "quality.pair.apt_train": lambda: f"{_quality('apt-0.6-no-distill')['train_seconds']:,.0f} s",
+    "quality.pair.lora_train": lambda: f"{_quality('lora')['train_seconds']:,.0f} s",
+    "quality.pair.train_ratio": lambda: (
+        f"{_quality('apt-0.6-no-distill')['train_seconds'] / _quality('lora')['train_seconds']:.2f}x"
+    ),
+    "quality.pair.apt_peak": lambda: f"{_quality('apt-0.6-no-distill')['peak_memory_mb']:,.0f} MB",
+    "quality.pair.lora_peak": lambda: f"{_quality('lora')['peak_memory_mb']:,.0f} MB",
     "quality.no_kurtosis.acc": lambda: f"{_acc('apt-0.6-no-kurtosis'):.4f}",
     "quality.no_growth.acc": lambda: f"{_acc('apt-0.6-no-growth'):.4f}",
     "quality.apt04.acc": lambda: f"{_acc('apt-0.4'):.4f}",
