@@ -163,10 +163,14 @@ def whole(config_overrides: list[str], work: Path) -> dict:
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     metrics = json.loads((out / "metrics.json").read_text())
     lines = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    curve = [(r["step"], r["memory_mb"]) for r in lines if "memory_mb" in r]
+    curve = [(r["step"], r["memory_mb"]) for r in lines]
+    # the level between training steps: lines written right after an evaluation or a cut read the
+    # resident set just after freed memory went back to the system
+    released = _after_release(lines)
+    level = [(r["step"], r["memory_mb"]) for r, rel in zip(lines, released, strict=True) if not rel]
     tensors = [(r["step"], r["step_memory_mb"]) for r in lines if "step_memory_mb" in r]
     start = metrics["schedule"]["pruning_start"] or curve[-1][0]
-    dense = [mb for s, mb in curve if s <= start] or [curve[0][1]]
+    dense = [mb for s, mb in level if s <= start] or [level[0][1]]
     dense_tensors = [mb for s, mb in tensors if s <= start] or [tensors[0][1]]
     dense_lines = [r for r in lines if r["step"] <= start and "elapsed_s" in r]
     steps = [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) * 1000
@@ -174,7 +178,8 @@ def whole(config_overrides: list[str], work: Path) -> dict:
     return {
         "peak_memory_mb": metrics["peak_memory_mb"],
         "dense_level_mb": statistics.median(dense),
-        "final_level_mb": curve[-1][1],
+        "final_level_mb": level[-1][1],
+        "after_release_mb": [r["memory_mb"] for r, rel in zip(lines, released, strict=True) if rel],
         "dense_tensors_mb": statistics.median(dense_tensors),
         "final_tensors_mb": tensors[-1][1],
         "dense_step_ms": statistics.median(steps) if steps else None,
@@ -182,6 +187,16 @@ def whole(config_overrides: list[str], work: Path) -> dict:
         "curve": curve,
         "tensor_curve": tensors,
     }
+
+
+def _after_release(lines: list[dict]) -> list[bool]:
+    """For each history line, whether it was written right after freed memory went back to the
+    system: after an evaluation, or after a cut (the physically present share fell)."""
+    present = [r.get("physical", 1.0) for r in lines]
+    return [
+        "eval" in r or bool(r.get("final")) or (i > 0 and present[i] < present[i - 1])
+        for i, r in enumerate(lines)
+    ]
 
 
 def _phase_table(rows: dict[str, dict]) -> list[str]:
