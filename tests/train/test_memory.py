@@ -46,17 +46,41 @@ def test_step_memory_counts_saved_activations_and_held_tensors_once():
     x = torch.randn(1024, 512)
     meter = StepMemory(CPU)
     with meter.step(model.parameters) as measured:
-        model(x).sum().backward()
+        loss = model(x).sum()
+        meter.forward_ended()
+        loss.backward()
     # saved: x (for the first weight's gradient), the ReLU output (its own backward and the second
     # layer's weight gradient, one storage) and the weights, which count once with the held ones
     expected = _mb(x, x) + _mb(*model.parameters())
     assert measured["step_memory_mb"] == pytest.approx(expected, rel=1e-6)
     quarter = x[:256].clone()  # its own storage (a view would keep all of x saved)
     with meter.step(model.parameters) as measured:
-        model(quarter).sum().backward()
+        loss = model(quarter).sum()
+        meter.forward_ended()
+        loss.backward()
     expected = _mb(quarter, quarter) + _mb(*model.parameters())
     assert measured["step_memory_mb"] == pytest.approx(expected, rel=1e-6)
     assert meter.peak_mb() == peak_memory_mb(CPU)
+
+
+def test_step_memory_counts_only_what_is_alive_when_the_forward_pass_ends():
+    """Activations of a graph dropped during the forward pass, and tensors made after it (as AdamW's
+    state is in a first step), do not count, though they may take the addresses of counted ones."""
+    model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512))
+    x = torch.randn(1024, 512)
+    state: list[torch.Tensor] = []
+    meter = StepMemory(CPU)
+    with meter.step(lambda: [*model.parameters(), *state]) as measured:
+        model(x * 2).sum()  # its graph, and the activations it saved, are dropped at once
+        loss = model(x).sum()
+        meter.forward_ended()
+        loss.backward()
+        state.append(torch.zeros(1024, 256))
+        model(x).sum()
+    assert measured["step_memory_mb"] == pytest.approx(_mb(x, x) + _mb(*model.parameters()), rel=1e-6)
+    with meter.step(model.parameters) as unmarked:
+        model(x).sum().backward()
+    assert "step_memory_mb" not in unmarked
 
 
 def test_tensor_mb_counts_a_storage_once():

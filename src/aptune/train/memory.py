@@ -24,6 +24,7 @@ from functools import cache
 from pathlib import Path
 
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
 
 _STATM = Path("/proc/self/statm")
 
@@ -50,20 +51,25 @@ class StepMemory:
 
     On a GPU a measured step's figure is its peak allocation (the allocator's peak statistics are
     reset before the step; the peak before the reset is kept for `peak_mb`). On a CPU it is the
-    storages alive at the end of the step's forward pass, each counted once: the activations that
-    autograd saved for backward (seen by a `saved_tensors_hooks` pack hook, which keeps only their
-    size) and the tensors `held` returns at the end of the step (weights, optimizer state, weight
-    copies). Temporaries of the forward and backward passes are not counted on a CPU.
+    storages alive when the forward pass ends (the caller says when, with `forward_ended`), each
+    counted once: the tensors `held` returns as the step begins (weights, optimizer state, weight
+    copies: all alive through the forward pass) and the activations autograd saved for backward that
+    are still alive then (seen by a `saved_tensors_hooks` pack hook, which keeps only a weak
+    reference). Activations saved by a graph that was dropped during the forward pass are freed by
+    then, and their addresses may already hold new tensors: they do not count. Temporaries of the
+    forward and backward passes are not counted on a CPU.
     """
 
     def __init__(self, device: torch.device):
         self.device = device
         self.gpu_peak_mb = 0.0
         """The largest GPU peak allocation before the latest reset (GPU only)."""
+        self._measuring: _ForwardCount | None = None
 
     @contextmanager
     def step(self, held: Callable[[], Iterable[torch.Tensor]]) -> Iterator[dict[str, float]]:
-        """Measure the step run inside; the yielded dict holds ``step_memory_mb`` afterwards."""
+        """Measure the step run inside; the yielded dict holds ``step_memory_mb`` afterwards (on a
+        CPU only if the step called `forward_ended`)."""
         result: dict[str, float] = {}
         if self.device.type == "cuda":
             self.gpu_peak_mb = max(self.gpu_peak_mb, peak_memory_mb(self.device))
@@ -71,23 +77,50 @@ class StepMemory:
             yield result
             result["step_memory_mb"] = peak_memory_mb(self.device)
             return
-        saved: dict[int, int] = {}
+        self._measuring = count = _ForwardCount(held(), result)
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(count.pack, _unpack):
+                yield result
+        finally:
+            self._measuring = None
 
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            storage = t.untyped_storage()
-            saved[storage.data_ptr()] = storage.nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            yield result
-        for t in held():
-            storage = t.untyped_storage()
-            saved[storage.data_ptr()] = storage.nbytes()
-        result["step_memory_mb"] = sum(saved.values()) / 2**20
+    def forward_ended(self) -> None:
+        """Mark the end of the measured step's forward pass (call it before backward); nothing
+        happens when no CPU step is being measured."""
+        if self._measuring is not None:
+            self._measuring.close()
 
     def peak_mb(self) -> float:
         """The run's peak: GPU allocation over all steps, or the process's peak RSS on a CPU."""
         return max(self.gpu_peak_mb, peak_memory_mb(self.device))
+
+
+class _ForwardCount:
+    """The storages a CPU step's forward pass keeps: `held` tensors plus saved activations."""
+
+    def __init__(self, held: Iterable[torch.Tensor], result: dict[str, float]):
+        self.held = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}
+        self.saved: dict[int, tuple[StorageWeakRef, int]] | None = {}  # address -> (ref, bytes)
+        self.result = result
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        if self.saved is not None:
+            storage = t.untyped_storage()
+            self.saved[storage.data_ptr()] = (StorageWeakRef(storage), storage.nbytes())
+        return t.detach()  # `t` itself would tie a saved output to its own grad_fn, a cycle that
+        # would keep a graph dropped without backward alive
+
+    def close(self) -> None:
+        if self.saved is None:
+            return
+        alive = dict(self.held)
+        alive.update((ptr, size) for ptr, (ref, size) in self.saved.items() if not ref.expired())
+        self.result["step_memory_mb"] = sum(alive.values()) / 2**20
+        self.saved = None
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def current_memory_mb(device: torch.device) -> dict[str, float]:

@@ -312,6 +312,7 @@ class AptRun:
         enc = self.encode(examples)
         labels = enc.pop("labels")
         loss, terms = self._losses(enc, labels, step)
+        self.step_memory.forward_ended()
         if not torch.isfinite(loss):  # stop before a non-finite gradient reaches any weight
             raise NonFiniteLoss(f"the loss is {loss.item()} at step {step + 1} (terms: {terms})")
         self.scaler.scale(loss * weight).backward()
