@@ -33,12 +33,23 @@ AllReduce = Callable[[torch.Tensor], torch.Tensor]
 """Sums a tensor across processes (identity in a single process)."""
 
 
+_BLOCK_VALUES = 2**18
+"""Values per row block of `_channel_sum` (a 1 MB fp32 temporary)."""
+
+
 def _channel_sum(x: torch.Tensor) -> torch.Tensor:
-    """sum |x| over every axis but the last, in fp32, as one reduction: `abs().sum()` allocated a
-    full-size |x| at every site of every pass (6 MB per FFN site of SmolLM2 at batch 16 x 64)."""
-    return torch.linalg.vector_norm(
-        x.detach().reshape(-1, x.shape[-1]), ord=1, dim=0, dtype=torch.float32
-    )  # (C,)
+    """sum |x| over every axis but the last, in fp32: (C,).
+
+    Rows are reduced in blocks of about `_BLOCK_VALUES` values, so the |x| temporary stays small (a
+    full-size |x| at every site of every pass cost 6 MB per FFN site of SmolLM2 at batch 16 x 64);
+    on a CPU this is about 10x faster than `linalg.vector_norm(x, 1, dim=0)`, whose reduction over
+    rows does not vectorise (one thread, a 2048 x 1536 activation: 2 ms against 21 ms).
+    """
+    rows = x.detach().reshape(-1, x.shape[-1])  # (N, C)
+    total = torch.zeros(rows.shape[1], dtype=torch.float32, device=rows.device)
+    for block in rows.split(max(1, _BLOCK_VALUES // rows.shape[1])):
+        total += block.abs().sum(0, dtype=torch.float32)
+    return total
 
 
 @dataclass
