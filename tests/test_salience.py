@@ -12,6 +12,7 @@ from aptune.salience import (
     OutlierWeights,
     SalienceCollector,
     ScoreAverage,
+    _channel_sum,
     add_outlier_terms,
     block_scores,
     column_kurtosis_sqrt,
@@ -180,6 +181,15 @@ def test_allreduce_hook_sees_every_sum(kind):
     for key in a:
         torch.testing.assert_close(b[key].act, 2 * a[key].act)
         assert b[key].tokens == 2 * a[key].tokens
+
+
+def test_channel_sums_of_a_large_activation_add_up_over_row_blocks():
+    x = torch.randn(3, 700, 512, generator=torch.Generator().manual_seed(3)) ** 3  # 5 row blocks
+    expected = x.double().abs().sum((0, 1))
+    torch.testing.assert_close(_channel_sum(x).double(), expected, rtol=1e-6, atol=0)
+    assert _channel_sum(x).dtype == torch.float32
+    half = _channel_sum(x.half())
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
 
 
 def test_kurtosis_matches_scipy_and_handles_flat_rows():
