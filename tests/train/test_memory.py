@@ -41,25 +41,25 @@ def _mb(*tensors: torch.Tensor) -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
-def test_step_memory_counts_saved_activations_and_held_tensors_once():
-    model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512))
-    x = torch.randn(1024, 512)
-    meter = StepMemory(CPU)
+def _measured_step(meter: StepMemory, model: torch.nn.Module, x: torch.Tensor) -> float:
     with meter.step(model.parameters) as measured:
         loss = model(x).sum()
         meter.forward_ended()
         loss.backward()
+    return measured["step_memory_mb"]
+
+
+def test_step_memory_counts_saved_activations_and_held_tensors_once():
+    model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512))
+    x = torch.randn(1024, 512)
+    meter = StepMemory(CPU)
     # saved: x (for the first weight's gradient), the ReLU output (its own backward and the second
     # layer's weight gradient, one storage) and the weights, which count once with the held ones
     expected = _mb(x, x) + _mb(*model.parameters())
-    assert measured["step_memory_mb"] == pytest.approx(expected, rel=1e-6)
+    assert _measured_step(meter, model, x) == pytest.approx(expected, rel=1e-6)
     quarter = x[:256].clone()  # its own storage (a view would keep all of x saved)
-    with meter.step(model.parameters) as measured:
-        loss = model(quarter).sum()
-        meter.forward_ended()
-        loss.backward()
     expected = _mb(quarter, quarter) + _mb(*model.parameters())
-    assert measured["step_memory_mb"] == pytest.approx(expected, rel=1e-6)
+    assert _measured_step(meter, model, quarter) == pytest.approx(expected, rel=1e-6)
     assert meter.peak_mb() == peak_memory_mb(CPU)
 
 
