@@ -196,6 +196,8 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.pair.lora_peak": lambda: f"{_quality('lora')['peak_memory_mb']:,.0f} MB",
     "quality.no_kurtosis.acc": lambda: f"{_acc('apt-0.6-no-kurtosis'):.4f}",
     "quality.no_growth.acc": lambda: f"{_acc('apt-0.6-no-growth'):.4f}",
+    "quality.nd_no_kurtosis.acc": lambda: f"{_acc('apt-0.6-no-distill-no-kurtosis'):.4f}",
+    "quality.nd_no_growth.acc": lambda: f"{_acc('apt-0.6-no-distill-no-growth'):.4f}",
     "quality.apt04.acc": lambda: f"{_acc('apt-0.4'):.4f}",
     "quality.apt08.acc": lambda: f"{_acc('apt-0.8'):.4f}",
     "deploy.table": lambda: _table("deploy"),
