@@ -77,11 +77,6 @@ def _memory_change(dense: str, final: str) -> str:
     return f"{_memory('apt', final) / _memory('apt', dense) - 1:+.0%}"
 
 
-def _phase_step_ratio(phase: str) -> str:
-    phases = latest("memory")["phases"]
-    return f"{phases[phase]['step_ms'] / phases['lora']['step_ms']:.2f}x"
-
-
 def _smollm2(method: str) -> dict:
     return _row("smollm2", method=method)
 
@@ -242,8 +237,6 @@ FIGURES: dict[str, Callable[[], str]] = {
     "memory.lora.tensors": lambda: f"{_memory('lora', 'final_tensors_mb'):,.0f} MB",
     "memory.tensor_change": lambda: _memory_change("dense_tensors_mb", "final_tensors_mb"),
     "memory.rss_change": lambda: _memory_change("dense_level_mb", "final_level_mb"),
-    "memory.warmup_step_ratio": lambda: _phase_step_ratio("dense warm-up"),
-    "memory.salience_step_ratio": lambda: _phase_step_ratio("salience (dense)"),
     "memory.fixed": lambda: f"{latest('memory')['phases']['lora']['rss_before_mb']:.0f} MB",
     "memory.lora.frozen": lambda: f"{latest('memory')['phases']['lora']['frozen_mb']:.0f} MB",
     "memory.saved": lambda: f"{latest('memory')['phases']['lora']['saved_for_backward_mb']:.0f} MB",
