@@ -39,11 +39,12 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def tensor_mb(tensors: Iterable[torch.Tensor]) -> float:
     """MB held by the storages of `tensors`, each storage counted once."""
-    sizes = {}
-    for t in tensors:
-        storage = t.untyped_storage()
-        sizes[storage.data_ptr()] = storage.nbytes()
-    return sum(sizes.values()) / 2**20
+    return sum(_storage_bytes(tensors).values()) / 2**20
+
+
+def _storage_bytes(tensors: Iterable[torch.Tensor]) -> dict[int, int]:
+    """Bytes of each distinct storage of `tensors`, by address (sound among live storages)."""
+    return {(s := t.untyped_storage()).data_ptr(): s.nbytes() for t in tensors}
 
 
 class StepMemory:
@@ -99,7 +100,7 @@ class _ForwardCount:
     """The storages a CPU step's forward pass keeps: `held` tensors plus saved activations."""
 
     def __init__(self, held: Iterable[torch.Tensor], result: dict[str, float]):
-        self.held = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}
+        self.held = _storage_bytes(held)
         self.saved: dict[int, tuple[StorageWeakRef, int]] | None = {}  # address -> (ref, bytes)
         self.result = result
 
