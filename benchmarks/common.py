@@ -77,12 +77,12 @@ def machine() -> dict[str, object]:
     }
 
 
-def in_own_processes(script: str, cases, steps: int) -> dict[str, dict]:
-    """Run `python script --one CASE --steps STEPS` once per case, each in a fresh process (so its
-    peak memory is its own), and collect the JSON row each prints last."""
+def in_own_processes(script: str, cases, steps: int, extra: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Run `python script --one CASE --steps STEPS *extra` once per case, each in a fresh process
+    (so its peak memory is its own), and collect the JSON row each prints last."""
     rows = {}
     for case in cases:
-        cmd = [sys.executable, script, "--one", case, "--steps", str(steps)]
+        cmd = [sys.executable, script, "--one", case, "--steps", str(steps), *extra]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows[case] = json.loads(out.strip().splitlines()[-1])
         print(case, rows[case], flush=True)

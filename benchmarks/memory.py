@@ -1,11 +1,11 @@
 """Memory breakdown of APT training: where each phase's memory goes, against plain LoRA.
 
-Part 1, per phase (each in its own process, the real MiniLM, real Rotten Tomatoes batches of
-32 x 64, aptune's own training step): the bytes held by the weights (frozen and trainable),
-the optimizer state, the weight copies (teacher, best state), the salience scores and masks, and
-the activations autograd keeps for backward (every saved tensor's storage, counted once), next to
-the process's resident memory: before the step, its peak during the step, after it, and after
-freed heap pages are handed back (`malloc_trim`). Phases:
+Part 1, per phase (each in its own process, the real model of the config, real Rotten Tomatoes
+batches of its batch size and length, aptune's own training step): the bytes held by the weights
+(frozen and trainable), the optimizer state, the weight copies (teacher, best state), the
+salience scores and masks, and the activations autograd keeps for backward (every saved tensor's
+storage, counted once), next to the process's resident memory: before the step, its peak during
+the step, after it, and after freed heap pages are handed back (`malloc_trim`). Phases:
 
 * lora: adapters and the classifier only (pruning off);
 * dense warm-up: APT before salience collection (mask hooks installed, masks 1);
@@ -14,15 +14,17 @@ freed heap pages are handed back (`malloc_trim`). Phases:
 * after shrink (60% kept): physically shrunk, masks hard, no collection;
 * distillation (60% kept): as above with the teacher pass and the layer loss (mu = 1).
 
-Part 2 (`--whole`): the built-in config trained start to finish, and the same config as plain
+Part 2 (`--whole`): the config trained start to finish, and the same config as plain
 LoRA, each in its own process: whole-process peak memory, the two memory curves of the history
 (resident memory between steps, and the tensor memory of a logged step: weights, optimizer state,
 copies and the activations saved for backward) with their level in the dense phase and at the end,
 and the median step time of the dense phase.
 
-    python benchmarks/memory.py [--steps 4] [--whole]
+    python benchmarks/memory.py [--steps 4] [--whole] [--config configs/smollm2-rotten-tomatoes.yaml]
 
-Part 1 takes about 3 minutes on 2 CPU cores, part 2 about 12.
+The built-in MiniLM config by default (results/memory-<date>); another config writes
+results/memory-<config's first word>-<date> (e.g. memory-smollm2). On 2 CPU cores: MiniLM part 1
+about 3 minutes, part 2 about 12; SmolLM2 part 1 about 8, part 2 about 20.
 """
 
 from __future__ import annotations
@@ -88,9 +90,9 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer):
         yield from (v for v in state.values() if isinstance(v, torch.Tensor))
 
 
-def _run_at(phase: str) -> tuple[AptRun, int, object]:
-    """A run of the built-in config brought to `phase`, the step it trains at, and its batches."""
-    cfg = apply_overrides(load_config(CONFIG), [*PHASES[phase], "train.max_steps=1000"])
+def _run_at(phase: str, config: Path) -> tuple[AptRun, int, object]:
+    """A run of `config` brought to `phase`, the step it trains at, and its batches."""
+    cfg = apply_overrides(load_config(config), [*PHASES[phase], "train.max_steps=1000"])
     torch.manual_seed(0)
     task = load_objective(cfg)
     model, tokenizer = load_model(cfg.model, task)
@@ -112,9 +114,9 @@ def _run_at(phase: str) -> tuple[AptRun, int, object]:
     return run, run.end + 1, data
 
 
-def measure(phase: str, steps: int) -> dict:
+def measure(phase: str, steps: int, config: Path) -> dict:
     """Component sizes, saved activations, resident memory and step time of one phase."""
-    run, step, data = _run_at(phase)
+    run, step, data = _run_at(phase, config)
     run.train_step(next(data), step)  # optimizer state exists from here on
     release_freed_memory(torch.device("cpu"))
     saved: list[torch.Tensor] = []
@@ -155,10 +157,10 @@ def measure(phase: str, steps: int) -> dict:
     }
 
 
-def whole(config_overrides: list[str], work: Path) -> dict:
-    """Train the built-in config (with overrides) in its own process; peak, memory curve, time."""
+def whole(config: Path, config_overrides: list[str], work: Path) -> dict:
+    """Train `config` (with overrides) in its own process; peak, memory curve, time."""
     out = work / ("lora" if config_overrides else "apt")
-    cmd = [sys.executable, "-m", "aptune.cli", "train", str(CONFIG), "--output-dir", str(out), "--overwrite",
+    cmd = [sys.executable, "-m", "aptune.cli", "train", str(config), "--output-dir", str(out), "--overwrite",
            "--no-progress", "--set", "train.measure_speed=false", *config_overrides]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -177,6 +179,7 @@ def whole(config_overrides: list[str], work: Path) -> dict:
              for a, b in itertools.pairwise(dense_lines) if not b.get("eval")]  # fmt: skip
     return {
         "peak_memory_mb": metrics["peak_memory_mb"],
+        "peak_set_at": _peak_set_at(lines, metrics["schedule"]),
         "dense_level_mb": statistics.median(dense),
         "final_level_mb": level[-1][1],
         "after_release_mb": [r["memory_mb"] for r, rel in zip(lines, released, strict=True) if rel],
@@ -187,6 +190,16 @@ def whole(config_overrides: list[str], work: Path) -> dict:
         "curve": curve,
         "tensor_curve": tensors,
     }
+
+
+def _peak_set_at(lines: list[dict], schedule: dict) -> str:
+    """Where the run's peak was set: the first history line whose running peak is the run's."""
+    line = next(r for r in lines if r["peak_memory_mb"] >= lines[-1]["peak_memory_mb"])
+    if line.get("final"):
+        return "final evaluation"
+    start, end, step = schedule["pruning_start"], schedule["pruning_end"], line["step"]
+    phase = "dense" if start is None or step <= start else "window" if step <= end else "after"
+    return f"step {line['step']} ({phase})"
 
 
 def _after_release(lines: list[dict]) -> list[bool]:
@@ -220,14 +233,14 @@ def _phase_table(rows: dict[str, dict]) -> list[str]:
 def _whole_table(runs: dict[str, dict]) -> list[str]:
     lora = runs["lora"]
     lines = [
-        "| run | peak MB | vs LoRA | RSS: dense phase | end | change | step tensors: dense phase | end "
-        "| change | dense step ms | vs LoRA | test acc |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | peak MB | vs LoRA | peak set by | RSS: dense phase | end | change "
+        "| step tensors: dense phase | end | change | dense step ms | vs LoRA | test acc |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs.items():
         lines.append(
             f"| {name} | {r['peak_memory_mb']:.0f} | {r['peak_memory_mb'] / lora['peak_memory_mb']:.2f}x "
-            f"| {r['dense_level_mb']:.0f} | {r['final_level_mb']:.0f} "
+            f"| {r['peak_set_at']} | {r['dense_level_mb']:.0f} | {r['final_level_mb']:.0f} "
             f"| {r['final_level_mb'] / r['dense_level_mb'] - 1:+.0%} | {r['dense_tensors_mb']:.0f} "
             f"| {r['final_tensors_mb']:.0f} | {r['final_tensors_mb'] / r['dense_tensors_mb'] - 1:+.0%} "
             f"| {r['dense_step_ms']:.0f} "
@@ -236,27 +249,39 @@ def _whole_table(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _suite(config: Path) -> str:
+    """The results' name: `memory` for the built-in config, else `memory-<config's first word>`."""
+    return "memory" if config.resolve() == CONFIG.resolve() else f"memory-{config.stem.split('-')[0]}"
+
+
+def _title(config: Path) -> str:
+    cfg = load_config(config)
+    model = cfg.model.name_or_path.removeprefix("builtin:")
+    shape = f"batch {cfg.train.batch_size} x {cfg.data.max_length}"
+    return f"**Memory per phase** ({model}, {shape}, CPU fp32, MB)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="timed steps per phase (default 4)")
-    parser.add_argument("--whole", action="store_true", help="also train the built-in config and LoRA")
+    parser.add_argument("--whole", action="store_true", help="also train the config and its LoRA twin")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="config (default: built-in MiniLM)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.steps)))
+        print(json.dumps(measure(args.one, args.steps, args.config)))
         return
-    rows = in_own_processes(__file__, PHASES, args.steps)
-    lines = ["**Memory per phase** (MiniLM, batch 32 x 64, CPU fp32, MB)", "", *_phase_table(rows), "", NOTE]
-    payload: dict = {"steps": args.steps, "phases": rows}
+    rows = in_own_processes(__file__, PHASES, args.steps, ("--config", str(args.config)))
+    lines = [_title(args.config), "", *_phase_table(rows), "", NOTE]
+    payload: dict = {"config": str(args.config), "steps": args.steps, "phases": rows}
     if args.whole:
         with tempfile.TemporaryDirectory() as tmp:
-            runs = {"lora": whole(["pruning.enabled=false"], Path(tmp)), "apt": whole([], Path(tmp))}
+            runs = {
+                "lora": whole(args.config, ["pruning.enabled=false"], Path(tmp)),
+                "apt": whole(args.config, [], Path(tmp)),
+            }
         payload["whole"] = runs
-        lines += ["", "**Whole runs of the built-in config** (export timing off)", "", *_whole_table(runs)]
-    json_path, md_path = write_results("memory", payload, "\n".join(lines))
+        lines += ["", "**Whole runs of the config** (export timing off)", "", *_whole_table(runs)]
+    json_path, md_path = write_results(_suite(args.config), payload, "\n".join(lines))
     print(md_path.read_text())
     print(f"wrote {json_path}")
-
-
-if __name__ == "__main__":
-    main()

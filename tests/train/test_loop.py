@@ -38,6 +38,9 @@ def test_apt_run_prunes_grows_distils_and_exports(tiny_model_dir, tmp_path):
     assert during[-1]["physical"] < 1.0  # blocks were removed during training, not only at the end
     assert history[-1]["final"] and history[-1]["eval"] == m["validation"]
     assert all(0 < line["memory_mb"] <= 1.01 * m["peak_memory_mb"] for line in history)  # current RSS
+    peaks = [line["peak_memory_mb"] for line in history]  # the peak so far: it only rises, to the run's
+    assert peaks == sorted(peaks) and peaks[-1] == m["peak_memory_mb"]
+    assert all(line["memory_mb"] <= 1.01 * line["peak_memory_mb"] for line in history)
     measured = [line for line in history if "step_memory_mb" in line]  # every log_every (4) steps
     assert sorted({line["step"] for line in measured}) == list(range(4, 25, 4))  # the final line too
     assert all(0 < line["step_memory_mb"] < line["memory_mb"] for line in measured)

@@ -42,7 +42,7 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-MEASURED = {"elapsed_s", "memory_mb", "memory_reserved_mb"}
+MEASURED = {"elapsed_s", "memory_mb", "memory_reserved_mb", "peak_memory_mb"}
 """History fields measured from the machine, which no two runs share."""
 
 

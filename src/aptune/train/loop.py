@@ -130,6 +130,7 @@ def _execute(cfg: AptuneConfig, out: Path, checkpoint: tuple[Path, dict] | None,
         train_seconds = _loop(run, out, checkpoint, progress)
         say = _say if progress and main else _silent
         run.finish()
+        final = run.status(run.total_steps)  # the trained model's memory, before the final timing
         say(
             "evaluating the pruned model"
             + (" and timing it against the dense one" if cfg.train.measure_speed else "")
@@ -138,7 +139,7 @@ def _execute(cfg: AptuneConfig, out: Path, checkpoint: tuple[Path, dict] | None,
         model_dir = out / "model"
         if main:
             say(f"writing {model_dir}, metrics.json and report.md")
-            _write_outputs(run, out, metrics, train_seconds)
+            _write_outputs(run, out, final, metrics, train_seconds)
     _close(accelerator)
     return RunResult(output_dir=out, model_dir=model_dir, metrics=metrics)
 
@@ -151,10 +152,11 @@ def _silent(message: str) -> None:
     """Say nothing (progress output is off, or this is not the main process)."""
 
 
-def _write_outputs(run: AptRun, out: Path, metrics: dict, train_seconds: float) -> None:
-    """The final history line, the model folder with its card, `metrics.json` and the report."""
-    final = run.status(run.total_steps)
+def _write_outputs(run: AptRun, out: Path, final: StepRecord, metrics: dict, train_seconds: float) -> None:
+    """The final history line (`final`, completed here), the model folder with its card,
+    `metrics.json` and the report."""
     final.eval, final.final, final.elapsed_s = metrics["validation"] or metrics["test"], True, train_seconds
+    final.memory["peak_memory_mb"] = metrics["peak_memory_mb"]  # the run's, without the speed timing
     with open(out / "history.jsonl", "a", encoding="utf-8") as history:
         write_line(history, final)
     run.acc.log(tracker_values(final), step=run.total_steps)

@@ -60,8 +60,9 @@ class StepRecord:
     final: bool = False
     elapsed_s: float = 0.0
     memory: dict[str, float] = field(default_factory=dict)
-    """The memory in use at this step (see `memory.current_memory_mb`) and, on lines that end a
-    measured step, that step's tensor memory (`step_memory_mb`, see `memory.StepMemory`)."""
+    """The memory in use at this step (see `memory.current_memory_mb`), the run's peak so far
+    (`peak_memory_mb`, see `memory.StepMemory.peak_mb`: the step where it last rose is where the peak
+    was set) and, on lines that end a measured step, that step's tensor memory (`step_memory_mb`)."""
 
     def to_json(self) -> dict[str, object]:
         """The flat JSON line: sections and losses inlined, absent parts left out."""

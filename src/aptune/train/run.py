@@ -531,7 +531,7 @@ class AptRun:
             lr=self.scheduler.get_last_lr()[0],
             adapter_params=adapter_params(self.adapters),
             ranks={name: a.rank for name, a in self.adapters.items()},
-            memory=current_memory_mb(self.acc.device),
+            memory={**current_memory_mb(self.acc.device), "peak_memory_mb": self.step_memory.peak_mb()},
         )
         measured_at, measured = self.measured_memory
         if measured_at == step:
