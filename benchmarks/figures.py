@@ -204,6 +204,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.no_distill.of_ft_mean": lambda: f"{_mean_acc('apt-0.6-no-distill') / _mean_acc('full-ft'):.1%}",
     **_pair(42),
     **_pair(43),
+    **_pair(44),
     "quality.no_kurtosis.acc": lambda: f"{_acc('apt-0.6-no-kurtosis'):.4f}",
     "quality.no_growth.acc": lambda: f"{_acc('apt-0.6-no-growth'):.4f}",
     "quality.nd_no_kurtosis.acc": lambda: f"{_acc('apt-0.6-no-distill-no-kurtosis'):.4f}",
