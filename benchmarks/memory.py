@@ -285,3 +285,7 @@ def main() -> None:
     json_path, md_path = write_results(_suite(args.config), payload, "\n".join(lines))
     print(md_path.read_text())
     print(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    main()
