@@ -129,7 +129,9 @@ def measure(phase: str, steps: int, config: Path) -> dict:
     _reset_peak()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         run.train_step(next(data), step)
-    peak, after = _peak_mb(), _rss_mb()
+    peak, saved_mb = _peak_mb(), tensor_mb(saved)
+    saved.clear()  # the list kept the step's activations alive
+    after = _rss_mb()
     release_freed_memory(torch.device("cpu"))
     trimmed = _rss_mb()
     times = []
@@ -148,7 +150,7 @@ def measure(phase: str, steps: int, config: Path) -> dict:
         "optimizer_mb": tensor_mb(_optimizer_tensors(run.optimizer)),
         "copies_mb": tensor_mb(t for s in run.snapshots() for t in s.values),
         "salience_mb": 0.0 if scores is None else tensor_mb([*scores.heads, *scores.neurons, scores.hidden]),
-        "saved_for_backward_mb": tensor_mb(saved),
+        "saved_for_backward_mb": saved_mb,
         "rss_before_mb": before,
         "step_peak_mb": peak,
         "rss_after_mb": after,

@@ -1,8 +1,11 @@
 import json
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from torch import nn
 
 from aptune.adapter import attach_adapters
@@ -12,6 +15,7 @@ from aptune.masks import MaskState, install_masks
 from aptune.shrink import (
     ModelDirError,
     load_pruned,
+    own_weights,
     portable_name,
     save_pruned,
     shrink_model,
@@ -220,3 +224,23 @@ def test_minilm_hard_masks_equal_shrunk_and_reload(minilm, review_batch, tmp_pat
     save_pruned(minilm, tmp_path / "m")
     loaded = load_pruned(tmp_path / "m")
     torch.testing.assert_close(loaded(**batch).logits, shrunk, rtol=1e-4, atol=1e-5)
+
+
+def _mapped(model) -> list[str]:
+    """Names of the parameters that lie in a file-backed memory map of this process."""
+    maps = [line.split(maxsplit=5) for line in Path("/proc/self/maps").read_text().splitlines()]
+    files = [f[0] for f in maps if len(f) == 6 and f[5].startswith("/")]  # "start-end" in hex
+    ranges = [tuple(int(x, 16) for x in span.split("-")) for span in files]
+    ptrs = {name: p.untyped_storage().data_ptr() for name, p in model.named_parameters()}
+    return [name for name, ptr in ptrs.items() if any(lo <= ptr < hi for lo, hi in ranges)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_own_weights_moves_a_mapped_checkpoint_into_the_process(tiny_model_dir):
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    assert _mapped(model)  # from_pretrained leaves the weights in the safetensors file's map
+    copied = own_weights(model)
+    assert copied > 0 and not _mapped(model)
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+    assert own_weights(model) == 0  # owned weights stay where they are

@@ -34,7 +34,7 @@ from .salience import (
     ScoreAverage,
 )
 from .search import PlanCost, plan_masks
-from .shrink import SliceRecord, shrink_model, slice_optimizer_state
+from .shrink import SliceRecord, own_weights, shrink_model, slice_optimizer_state
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class Pruner:
         cost: PlanCost | None = None,
     ):
         self.model = model
+        own_weights(model)  # a cut must free what it replaces, not leave it in a mapped file
         self.options = config or PruningConfig()
         weight = self.options.kurtosis_weight if self.options.kurtosis_enabled else 0.0
         self.salience = salience or OutlierAwareSalience(weight)

@@ -4,6 +4,7 @@
 place: each Parameter object survives with smaller data, so an optimizer keeps its references and
 `slice_optimizer_state` can cut its state the same way. `save_pruned` writes safetensors + JSON;
 `load_pruned` rebuilds the per-layer shapes from that JSON before loading the weights.
+`own_weights` first moves weights out of a memory-mapped checkpoint, so that a cut frees them.
 
 Stock transformers reads only `config.json`, whose global fields describe every layer alike. An
 export that is not a stock checkpoint (`is_stock`) therefore carries `PER_LAYER_NOTE` in its
@@ -16,6 +17,7 @@ the directory (it falls back to a generic config when the model type is unknown)
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import os
@@ -57,6 +59,46 @@ class SliceRecord:
     dim: int
     index: torch.Tensor
     old_shape: torch.Size
+
+
+def _file_mappings() -> list[tuple[int, int]]:
+    """Address ranges [start, end) of this process's file-backed memory maps, sorted (Linux's
+    /proc/self/maps; empty where there is none)."""
+    try:
+        lines = Path("/proc/self/maps").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    ranges = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            ranges.append((start, end))
+    return sorted(ranges)
+
+
+def own_weights(model: nn.Module) -> int:
+    """Copy every CPU parameter and buffer of `model` that lives in a memory-mapped file into the
+    process's own memory; returns the bytes copied.
+
+    `from_pretrained` loads a safetensors checkpoint on a CPU as views of the file's memory map,
+    and the map, resident once a forward pass has read it, stays until the last view is gone. A cut
+    would then free nothing: the sliced copies come on top of the whole mapped checkpoint (on
+    SmolLM2-135M, 513 MB of it). Owned weights are freed by the cut that replaces them. Linux
+    only (elsewhere nothing is copied); a no-op for weights on an accelerator.
+    """
+    ranges = _file_mappings()
+    starts = [start for start, _ in ranges]
+    copied = 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.device.type != "cpu":
+            continue
+        ptr = t.untyped_storage().data_ptr()
+        i = bisect.bisect_right(starts, ptr) - 1
+        if i >= 0 and ptr < ranges[i][1]:
+            t.data = t.data.clone()
+            copied += t.numel() * t.element_size()
+    return copied
 
 
 def slice_param(param: nn.Parameter, dim: int, index: torch.Tensor, records: list[SliceRecord]) -> None:
