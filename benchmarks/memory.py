@@ -232,6 +232,15 @@ def _phase_table(rows: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _ms(value: float | None) -> str:
+    """A dense-phase step time; n/a where fewer than two history lines fall in the dense phase."""
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return "n/a" if value is None or base is None else f"{value / base:.2f}x"
+
+
 def _whole_table(runs: dict[str, dict]) -> list[str]:
     lora = runs["lora"]
     lines = [
@@ -245,8 +254,8 @@ def _whole_table(runs: dict[str, dict]) -> list[str]:
             f"| {r['peak_set_at']} | {r['dense_level_mb']:.0f} | {r['final_level_mb']:.0f} "
             f"| {r['final_level_mb'] / r['dense_level_mb'] - 1:+.0%} | {r['dense_tensors_mb']:.0f} "
             f"| {r['final_tensors_mb']:.0f} | {r['final_tensors_mb'] / r['dense_tensors_mb'] - 1:+.0%} "
-            f"| {r['dense_step_ms']:.0f} "
-            f"| {r['dense_step_ms'] / lora['dense_step_ms']:.2f}x | {r['test_accuracy']:.4f} |"
+            f"| {_ms(r['dense_step_ms'])} | {_ratio(r['dense_step_ms'], lora['dense_step_ms'])} "
+            f"| {r['test_accuracy']:.4f} |"
         )
     return lines
 
