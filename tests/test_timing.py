@@ -76,9 +76,8 @@ def test_held_memory_is_not_paged_in_again_on_every_pass():
         run = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True)
         return float(run.stdout)
 
-    default = faults("default")
-    assert default > 10_000  # glibc trims the freed 96 MB and faults it in again
-    # Held memory is faulted in once; a pass may rarely still fault one 8 MB block (2,048 pages)
-    # in again where the heap's layout shifts, so the bound is relative: 95% of the faults are gone.
-    assert faults("hold") < default / 20
+    # A trimmed 96 MB is faulted in again on every pass (about 24,500 faults here; CI's full suite
+    # saw glibc not trim at all). Held memory is faulted in once; a pass may rarely fault one 8 MB
+    # block (2,048 pages) again where the heap's layout shifts.
+    assert faults("hold") < 1_000
     assert hold_freed_memory()
