@@ -25,6 +25,24 @@ def test_all_ones_masks_change_nothing(kind):
     torch.testing.assert_close(model(**batch).logits, ref, rtol=0, atol=0)
 
 
+def test_observed_sites_of_a_dense_model_copy_no_activation(kind):
+    """With full masks an observed site passes a view of its activation on (salience collection
+    then costs no copies); a site whose mask is not full hands on a scaled copy."""
+    model = tiny_model(kind)
+    state = _state(model)
+    hooks = install_masks(model, family_for(model), state)
+    seen: dict = {}
+    hooks.observer = lambda key, pre, post: seen.setdefault(key, (pre, post))
+    model(**tiny_batch()).logits.sum().backward()
+    assert {k[0] for k in seen} == {"head", "neuron", "hidden"}
+    assert all(post.data_ptr() == pre.data_ptr() for pre, post in seen.values())
+    seen.clear()
+    state.neurons[0][0] = 0.5
+    model(**tiny_batch()).logits.sum().backward()
+    copied = {k for k, (pre, post) in seen.items() if post.data_ptr() != pre.data_ptr()}
+    assert copied == {("neuron", 0)}
+
+
 def test_masks_change_output_and_disable(kind):
     model = tiny_model(kind)
     batch = tiny_batch()

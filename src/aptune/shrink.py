@@ -88,6 +88,8 @@ def own_weights(model: nn.Module) -> int:
     only (elsewhere nothing is copied); a no-op for weights on an accelerator.
     """
     ranges = _file_mappings()
+    if not ranges:
+        return 0
     starts = [start for start, _ in ranges]
     copied = 0
     for t in [*model.parameters(), *model.buffers()]:

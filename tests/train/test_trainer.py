@@ -150,6 +150,9 @@ def test_distillation_and_recovery_run_under_the_trainer(tiny_model_dir, tmp_pat
     assert any(score is not None for score in teacher_scores)  # a teacher was chosen by evaluation
     assert any(entry.get("apt/mu", 0) > 0 for entry in logs)  # the loss mixed in the teacher
     assert {"apt/retained", "apt/adapter_params"} <= set(logs[-1])
+    # every log (one per 4 steps) carries its step's tensor memory, measured by the aptune run
+    assert all(0 < entry["apt/step_memory_mb"] < entry["apt/peak_memory_mb"] for entry in logs)
+    assert run.measured_memory[0] == logs[-1]["step"]
     first = run.recovery_start
     # the recovery phase drives the rate: 0.1 x the initial one at most, from a fresh AdamW
     assert max(lrs[first:]) <= 0.1 * 2e-3 + 1e-12 < max(lrs[:first])

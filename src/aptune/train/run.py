@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import transformers
@@ -300,10 +301,16 @@ class AptRun:
         """
         if (step + 1) % self.cfg.train.log_every:
             return self._train_step(examples, step)
+        with self.measuring(step):
+            return self._train_step(examples, step)
+
+    @contextmanager
+    def measuring(self, step: int) -> Iterator[None]:
+        """Measure the tensor memory of step `step`, run inside, for the history line after it
+        (`StepMemory`; on a CPU the step calls `step_memory.forward_ended()` before backward)."""
         with self.step_memory.step(self._held_tensors) as measured:
-            terms = self._train_step(examples, step)
+            yield
         self.measured_memory = (step + 1, measured)
-        return terms
 
     def _train_step(self, examples: list, step: int) -> dict[str, float]:
         self.model.train()

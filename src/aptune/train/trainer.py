@@ -16,8 +16,9 @@ data, the optimizer and the learning-rate schedule, and the pieces of the run ar
   recovery phase; `on_train_end` hardens the masks, removes the pruned blocks and merges the adapters.
 * `AptTrainer` (a `Trainer` subclass that overrides nothing in `train()`): `compute_loss` mixes in
   self-distillation, `training_step` reads the gradients for salience and adapter importance before
-  the Trainer clips them, `create_optimizer` adds the distillation maps, `log` adds APT's state
-  (sparsity, mu, adapter parameters, memory) to every training log, so `report_to` trackers get it.
+  the Trainer clips them (and measures the tensor memory of a step that ends on a log),
+  `create_optimizer` adds the distillation maps, `log` adds APT's state (sparsity, mu, adapter
+  parameters, memory) to every training log, so `report_to` trackers get it.
 
 What differs from `aptune train` (the `train` and `data` sections of the config are not used:
 `TrainingArguments` and the user's datasets take their place):
@@ -338,23 +339,32 @@ class AptTrainer(transformers.Trainer):
         if not (model.training and run.distilling_at(step)):
             if model.training:
                 self.apt.terms = {}
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            run.step_memory.forward_ended()
+            return result
         teacher = run.teacher_outputs({k: v for k, v in inputs.items() if k != "labels"})
         out = model(**inputs, output_hidden_states=True)
         loss, self.apt.terms = run.distill_mix(out, teacher, inputs, out.loss, step)
+        run.step_memory.forward_ended()
         return (loss, out) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """Forward and backward (the Trainer's), then salience and adapter importance from the
-        batch's gradients, on the last micro-batch of a step, before they are clipped."""
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        batch's gradients, on the last micro-batch of a step, before they are clipped. The last
+        micro-batch of a step that ends on a training log measures its tensor memory for that log
+        (`apt/step_memory_mb`)."""
+        run, step, every = self.apt.run, self.state.global_step, self.state.logging_steps
+        by_steps = self.args.logging_strategy == "steps" and every > 0
+        logged = self.accelerator.sync_gradients and by_steps and (step + 1) % every == 0
+        with run.measuring(step) if logged else contextlib.nullcontext():
+            loss = super().training_step(model, inputs, num_items_in_batch)
         if self.accelerator.sync_gradients:
-            self.apt.run.take_gradients(self.state.global_step)
+            run.take_gradients(step)
         return loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Training logs carry APT's state (`apt/...`: sparsity, mu, adapter parameters, memory) and,
-        in the recovery phase, the learning rate it sets."""
+        """Training logs carry APT's state (`apt/...`: sparsity, mu, adapter parameters, memory, the
+        logged step's tensor memory) and, in the recovery phase, the learning rate it sets."""
         if "loss" in logs and not self.apt.finished:
             logs = {**logs, **self.apt.log_values(self.state.global_step)}
             if self.apt.run.recovering:  # the Trainer reads its scheduler, which recovery overrides
