@@ -70,6 +70,8 @@ APT = {
     "apt-0.6-no-distill": NO_DISTILL,
     "apt-0.6-no-distill-no-kurtosis": [*NO_DISTILL, "pruning.use_kurtosis=false"],
     "apt-0.6-no-distill-no-growth": [*NO_DISTILL, "tuning.enabled=false"],
+    # the pruning window ends at 40% of the steps instead of 60%: longer recovery at the final size
+    "apt-0.6-no-distill-early": [*NO_DISTILL, "pruning.end_step=0.4"],
     "apt-0.6-teacher-unmasked": [*DISTILL, "pruning.target_sparsity=0.6", "distill.teacher_masks=false"],
     "apt-0.6-old-distill": [
         *DISTILL,
