@@ -57,9 +57,10 @@ def _overhead(name: str, field: str) -> float:
     return rows[name][field] / rows["lora"][field]
 
 
-def _memory(run: str, field: str) -> float:
-    """A field of a whole run in the memory suite (benchmarks/memory.py --whole)."""
-    return latest("memory")["whole"][run][field]
+def _memory(run: str, field: str, suite: str = "memory") -> float:
+    """A field of a whole run in a memory suite (benchmarks/memory.py --whole; `memory-smollm2`
+    with --config configs/smollm2-rotten-tomatoes.yaml)."""
+    return latest(suite)["whole"][run][field]
 
 
 def _phase_drop(field: str) -> float:
@@ -68,13 +69,13 @@ def _phase_drop(field: str) -> float:
     return phases["lora"][field] - phases["after shrink (60% kept)"][field]
 
 
-def _memory_ratio(field: str) -> str:
-    return f"{_memory('apt', field) / _memory('lora', field):.2f}x"
+def _memory_ratio(field: str, suite: str = "memory") -> str:
+    return f"{_memory('apt', field, suite) / _memory('lora', field, suite):.2f}x"
 
 
-def _memory_change(dense: str, final: str) -> str:
+def _memory_change(dense: str, final: str, suite: str = "memory") -> str:
     """How far a figure of the APT run ends below (or above) its dense-phase level."""
-    return f"{_memory('apt', final) / _memory('apt', dense) - 1:+.0%}"
+    return f"{_memory('apt', final, suite) / _memory('apt', dense, suite) - 1:+.0%}"
 
 
 def _smollm2(method: str) -> dict:
@@ -245,6 +246,13 @@ FIGURES: dict[str, Callable[[], str]] = {
         f"{latest('memory')['phases']['after shrink (60% kept)']['saved_for_backward_mb']:.0f} MB"
     ),
     "memory.freed": lambda: f"{_phase_drop('frozen_mb'):.0f} MB",
+    "memory_smollm2.apt.peak": lambda: f"{_memory('apt', 'peak_memory_mb', 'memory-smollm2'):,.0f} MB",
+    "memory_smollm2.lora.peak": lambda: f"{_memory('lora', 'peak_memory_mb', 'memory-smollm2'):,.0f} MB",
+    "memory_smollm2.peak_ratio": lambda: _memory_ratio("peak_memory_mb", "memory-smollm2"),
+    "memory_smollm2.peak_set_at": lambda: _memory("apt", "peak_set_at", "memory-smollm2"),
+    "memory_smollm2.tensor_change": lambda: _memory_change(
+        "dense_tensors_mb", "final_tensors_mb", "memory-smollm2"
+    ),
     "memory.after_cut": lambda: f"{min(mb for _, mb in _memory('apt', 'curve')):.0f} MB",
     **{
         f"deploy.{m}.{key}": figure
