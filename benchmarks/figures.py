@@ -137,6 +137,16 @@ def _pair(seed: int) -> dict[str, Callable[[], str]]:
     }
 
 
+def _early(seed: int) -> dict[str, Callable[[], str]]:
+    """Figures of the ablation whose pruning window ends at 40% of the steps."""
+    early, base = "apt-0.6-no-distill-early", "apt-0.6-no-distill"
+    return {
+        f"quality.early{seed}.t97": lambda: _time_to_97(early, seed),
+        f"quality.early{seed}.acc": lambda: f"{_quality(early, seed)['test_accuracy']:.4f}",
+        f"quality.early{seed}.base_acc": lambda: f"{_quality(base, seed)['test_accuracy']:.4f}",
+    }
+
+
 def _low_after_best(method: str) -> float:
     """The lowest validation accuracy after the curve's best point."""
     curve = _validation(method)
@@ -206,6 +216,8 @@ FIGURES: dict[str, Callable[[], str]] = {
     **_pair(42),
     **_pair(43),
     **_pair(44),
+    **_early(43),
+    **_early(44),
     "quality.no_kurtosis.acc": lambda: f"{_acc('apt-0.6-no-kurtosis'):.4f}",
     "quality.no_growth.acc": lambda: f"{_acc('apt-0.6-no-growth'):.4f}",
     "quality.nd_no_kurtosis.acc": lambda: f"{_acc('apt-0.6-no-distill-no-kurtosis'):.4f}",
