@@ -69,14 +69,16 @@ def _newest_step(out: Path) -> int:
     return max(steps, default=0)
 
 
-def _kill_at(out: Path, step: int) -> None:
-    """Start the run and SIGKILL it as soon as its checkpoint of `step` (or a later one) exists."""
-    proc = subprocess.Popen(_train_argv(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while proc.poll() is None and _newest_step(out) < step and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+def _kill_at(argv: list[str], out: Path, step: int, stderr: Path) -> None:
+    """Start `argv` (a new run or a resumed one) and SIGKILL it as soon as its checkpoint of `step`
+    (or a later one) exists."""
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and _newest_step(out) < step and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL, f"the run ended before it could be killed at step {step}"
     assert not (out / "metrics.json").exists()
 
 
@@ -104,24 +106,28 @@ MOMENTS = {
 }
 
 
-@pytest.mark.parametrize("moment", sorted(MOMENTS))
-def test_sigkill_then_resume_equals_the_uninterrupted_run(reference, tmp_path, moment):
-    out = tmp_path / "run"
-    at, phase = MOMENTS[moment]
-    _kill_at(out, at)
-    newest = latest_checkpoint(out)
-    step = int(newest.name[5:])
-    assert phase(step, read_state(newest)), f"killed at checkpoint {step}, outside the {moment} phase"
-    if moment == "warm-up":  # a damaged newest checkpoint is skipped: the run resumes one step earlier
-        data = bytearray((newest / "model.safetensors").read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        (newest / "model.safetensors").write_bytes(bytes(data))
-    done = subprocess.run(
-        _cli("train", "--resume", str(out), "--no-progress"), capture_output=True, text=True
-    )
+def test_sigkill_in_every_phase_then_resume_equals_the_uninterrupted_run(reference, tmp_path):
+    """One run killed in each phase in turn (each kill hits the run resumed from the one before)
+    and resumed to its end: every resume continues bit for bit, so the result is the reference."""
+    out, resume = tmp_path / "run", _cli("train", "--resume", str(tmp_path / "run"), "--no-progress")
+    argv, damaged = _train_argv(out), None
+    for moment, (at, phase) in sorted(MOMENTS.items(), key=lambda item: item[1][0]):
+        stderr = tmp_path / f"{moment}.stderr"
+        _kill_at(argv, out, at, stderr)
+        if damaged is not None:  # a damaged newest checkpoint is skipped: the run resumed one step earlier
+            assert f"skipping checkpoint {damaged}: model.safetensors does not match" in stderr.read_text()
+            damaged = None
+        newest = latest_checkpoint(out)
+        step = int(newest.name[5:])
+        assert phase(step, read_state(newest)), f"killed at checkpoint {step}, outside the {moment} phase"
+        if moment == "warm-up":
+            data = bytearray((newest / "model.safetensors").read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            (newest / "model.safetensors").write_bytes(bytes(data))
+            damaged = newest
+        argv = resume
+    done = subprocess.run(resume, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    if moment == "warm-up":
-        assert f"skipping checkpoint {newest}: model.safetensors does not match its checksum" in done.stderr
     assert _digest(out / "model" / "model.safetensors") == _digest(reference / "model" / "model.safetensors")
     metrics, expected = (json.loads((d / "metrics.json").read_text()) for d in (out, reference))
     for key in ("test", "validation", "shapes", "params", "sparsity"):
