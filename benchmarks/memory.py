@@ -232,13 +232,12 @@ def _phase_table(rows: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _ms(value: float | None) -> str:
-    """A dense-phase step time; n/a where fewer than two history lines fall in the dense phase."""
-    return "n/a" if value is None else f"{value:.0f}"
-
-
-def _ratio(value: float | None, base: float | None) -> str:
-    return "n/a" if value is None or base is None else f"{value / base:.2f}x"
+def _step_ms_cells(ms: float | None, lora_ms: float | None) -> str:
+    """The dense-phase step time and its ratio to LoRA's, as two table cells; n/a where a time is
+    missing (fewer than two history lines in the dense phase)."""
+    if ms is None:
+        return "n/a | n/a"
+    return f"{ms:.0f} | " + ("n/a" if lora_ms is None else f"{ms / lora_ms:.2f}x")
 
 
 def _whole_table(runs: dict[str, dict]) -> list[str]:
@@ -254,7 +253,7 @@ def _whole_table(runs: dict[str, dict]) -> list[str]:
             f"| {r['peak_set_at']} | {r['dense_level_mb']:.0f} | {r['final_level_mb']:.0f} "
             f"| {r['final_level_mb'] / r['dense_level_mb'] - 1:+.0%} | {r['dense_tensors_mb']:.0f} "
             f"| {r['final_tensors_mb']:.0f} | {r['final_tensors_mb'] / r['dense_tensors_mb'] - 1:+.0%} "
-            f"| {_ms(r['dense_step_ms'])} | {_ratio(r['dense_step_ms'], lora['dense_step_ms'])} "
+            f"| {_step_ms_cells(r['dense_step_ms'], lora['dense_step_ms'])} "
             f"| {r['test_accuracy']:.4f} |"
         )
     return lines

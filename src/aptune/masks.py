@@ -201,11 +201,14 @@ def _is_full(mask: torch.Tensor) -> bool:
     return bool(torch.all(mask == 1))
 
 
-def _scaled(x: torch.Tensor, mask: torch.Tensor, full: bool) -> torch.Tensor:
-    """x times `mask` (broadcast over the last axis). A full mask gives a view of x instead: the
-    same values and gradient, without an activation-sized copy in the forward pass and another in
-    the backward pass at every observed site of a dense model (salience collection)."""
-    return x.view_as(x) if full else x * mask.to(x.dtype)
+def _scaled(x: torch.Tensor, mask: torch.Tensor, full: bool, width: int = 1) -> torch.Tensor:
+    """x times `mask`, each mask entry repeated `width` times along the last axis. A full mask gives
+    a view of x instead: the same values and gradient, without an activation-sized copy in the
+    forward pass and another in the backward pass at every observed site of a dense model
+    (salience collection)."""
+    if full:
+        return x.view_as(x)
+    return x * mask.repeat_interleave(width).to(x.dtype)
 
 
 def _observe(hooks: MaskHooks, key: SiteKey, pre: torch.Tensor, out: torch.Tensor) -> None:
@@ -229,7 +232,7 @@ def _channel_hook(state: MaskState, hooks: MaskHooks, key: SiteKey, width: int):
         if full and hooks.observer is None:
             return None
         x = args[0]  # (B, T, n_blocks * width)
-        out = _scaled(x, mask.repeat_interleave(width), full)  # (B, T, n_blocks * width)
+        out = _scaled(x, mask, full, width)  # (B, T, n_blocks * width)
         _observe(hooks, key, x, out)
         return (out, *args[1:])
 
