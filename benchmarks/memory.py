@@ -110,7 +110,7 @@ def _run_at(phase: str, config: Path) -> tuple[AptRun, int, object]:
     run.pruner.masks.set_hard(run.pruner.plan(0.6))
     run.shrink()
     if run.distilling:
-        run.teacher.snapshot = WeightSnapshot.take(run.trainable())
+        run.distill.teacher.snapshot = WeightSnapshot.take(run.trainable())
     return run, run.end + 1, data
 
 

@@ -63,7 +63,7 @@ def measure(case: str, steps: int) -> dict:
             run.shrink()
         else:
             run.pruner.masks.step(0.5)  # masks part-way: the masked code path is active
-        run.teacher.snapshot = WeightSnapshot.take(run.trainable())
+        run.distill.teacher.snapshot = WeightSnapshot.take(run.trainable())
     times = []
     for _ in range(steps + 2):
         start = time.perf_counter()

@@ -63,7 +63,7 @@ def test_teacher_changes_only_on_a_validation_improvement_inside_the_window(tiny
     seen = {}
 
     def record(step):
-        seen[step] = (run.teacher.snapshot, run.teacher.score)
+        seen[step] = (run.distill.teacher.snapshot, run.distill.teacher.score)
 
     _steps(run, 0, RECOVERY - 2, record)
     assert seen[3] == (None, None)  # no teacher before pruning starts
@@ -78,7 +78,7 @@ def test_teacher_is_sliced_with_the_model_not_taken_again(tiny_model_dir):
     run = _run(tiny_model_dir)
     _scripted(run, [0.5, 0.6, 0.1, 0.1, 0.1])  # the teacher of step 8 stays
     _steps(run, 0, 8)
-    teacher = run.teacher.snapshot
+    teacher = run.distill.teacher.snapshot
     enc = run.encode(run.objective.splits["validation"][:8])
     enc.pop("labels")
     shrink, around_cuts = run.shrink, []
@@ -93,7 +93,7 @@ def test_teacher_is_sliced_with_the_model_not_taken_again(tiny_model_dir):
     run.shrink = shrink_between_teacher_passes
     _steps(run, 9, 22)
     assert around_cuts, "the model never shrank"
-    assert run.teacher.snapshot is teacher and run.teacher.score == 0.6
+    assert run.distill.teacher.snapshot is teacher and run.distill.teacher.score == 0.6
     assert [v.shape for v in teacher.values] == [p.shape for p in run.trainable()]
     for before, after in around_cuts:  # hard-zero blocks left model and teacher alike
         torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
@@ -103,7 +103,8 @@ def test_latest_protocol_takes_a_new_teacher_at_every_replan(tiny_model_dir):
     run = _run(tiny_model_dir, "distill.teacher=latest", "distill.recovery=false")
     calls = _scripted(run, [])
     teachers = []
-    _steps(run, 0, 16, lambda step: teachers.append(run.teacher.snapshot) if step in REPLANS else None)
+    teacher = run.distill.teacher
+    _steps(run, 0, 16, lambda step: teachers.append(teacher.snapshot) if step in REPLANS else None)
     assert len({id(t) for t in teachers}) == len(REPLANS) and calls == []  # no validation needed
     assert run.recovery_start is None
 
@@ -122,7 +123,7 @@ def test_recovery_restores_the_best_state_after_pruning_with_a_fresh_optimizer(t
     assert run.best_after.score == 0.9  # step 19's 0.6 had soft masks and did not count
     old_optimizer = run.optimizer
     _steps(run, RECOVERY - 1, RECOVERY - 1)  # after this step the recovery phase begins
-    assert run.recovering and run.teacher.snapshot is None and run.best_after.snapshot is None
+    assert run.recovering and run.distill.teacher.snapshot is None and run.best_after.snapshot is None
     for p, best in zip(run.trainable(), copies[20], strict=True):
         torch.testing.assert_close(p.detach(), best, rtol=0, atol=0)
     assert run.optimizer is not old_optimizer and not run.optimizer.state

@@ -140,7 +140,7 @@ def test_distillation_and_recovery_run_under_the_trainer(tiny_model_dir, tmp_pat
     class Watch(transformers.TrainerCallback):
         def on_optimizer_step(self, args, state, control, **kwargs):  # the rate the step used
             lrs.append(run.optimizer.param_groups[0]["lr"])
-            teacher_scores.append(run.teacher.score)
+            teacher_scores.append(run.distill.teacher.score)
 
     trainer.add_callback(Watch())
     trainer.train()

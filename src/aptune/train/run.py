@@ -34,7 +34,6 @@ from torch import nn
 from ..adapter import AptLinear, attach_adapters, merge_adapters
 from ..blocks import MaskPlan
 from ..config import AptuneConfig
-from ..distill import LayerTransform, layer_loss, prediction_loss, sample_teacher_layers, teacher_layers
 from ..families import family_for
 from ..growth import AdapterImportance, adapter_params, apply_growth, plan_growth, rank_costs
 from ..pruner import Cut, Pruner, keeps_all
@@ -46,8 +45,9 @@ from ..schedule import (
     spread_replans,
     tuning_budget,
 )
-from ..shrink import SliceRecord, first_k_plan, shapes_dict, slice_linear, slice_optimizer_state
+from ..shrink import first_k_plan, shapes_dict
 from ..snapshot import BestWeights, WeightSnapshot
+from .distillation import SelfDistillation
 from .memory import StepMemory, current_memory_mb, release_freed_memory
 from .outputs import DistillStatus, PruningStatus, StepRecord
 from .parallel import Replicas
@@ -108,14 +108,12 @@ class AptRun:
             and cfg.model.finetune == "adapters"
             and not cfg.pruning.before_tuning  # a model pruned up front has no unpruned teacher
         )
-        self.layers = teacher_layers(self.family.num_layers(model)) if self.distilling else []
-        hidden = self.family.inventory(model).hidden
-        self.transforms = nn.ModuleList(LayerTransform(hidden) for _ in self.layers).to(accelerator.device)
+        self.distill = SelfDistillation(
+            cfg.distill, self.family, self.model, cfg.train.seed, self.distilling, accelerator.device
+        )
         self.optimizer = self._make_optimizer()
         self.scheduler = make_scheduler(self.optimizer, cfg.train, self.total_steps)
         self.scaler = make_scaler(cfg.train, accelerator.device)
-        self.teacher = BestWeights()
-        """The teacher's weights, and the validation score that selected them."""
         self.best_after = BestWeights()
         """The best validation state since the masks reached their final targets (recovery)."""
         self.recovering = False
@@ -177,12 +175,13 @@ class AptRun:
 
     def _stepped(self) -> list[nn.Parameter]:
         """Every parameter the optimizer steps: the trainable weights and the distillation maps."""
-        return [*self.trainable(), *self.transforms.parameters()]
+        return [*self.trainable(), *self.distill.transforms.parameters()]
 
     def _make_optimizer(self, scale: float = 1.0) -> torch.optim.AdamW:
         head_ids = {id(p) for h in self.family.task_head(self.model) for p in h.parameters()}
-        body = [p for p in self.trainable() if id(p) not in head_ids] + list(self.transforms.parameters())
+        body = [p for p in self.trainable() if id(p) not in head_ids]
         head = [p for p in self.trainable() if id(p) in head_ids]
+        body += self.distill.transforms.parameters()
         return make_optimizer(self.cfg.train, body, head, scale)
 
     @property
@@ -226,30 +225,12 @@ class AptRun:
         )
 
     def teacher_outputs(self, inputs: dict[str, torch.Tensor]) -> transformers.modeling_outputs.ModelOutput:
-        """The teacher's outputs (hidden states included) on `inputs`: its weights swapped in, in eval
-        mode, under the current masks unless `distill.teacher_masks` is off."""
-        snapshot = self.teacher.snapshot
-        snapshot.swap()
-        self.pruner.masks.enabled = self.cfg.distill.teacher_masks
-        self.model.eval()
-        try:
-            with torch.no_grad(), self.acc.autocast():
-                return self.model(**inputs, output_hidden_states=True)
-        finally:
-            self.model.train()
-            self.pruner.masks.enabled = True
-            snapshot.swap()
+        """The teacher's outputs (hidden states included) on `inputs` (`SelfDistillation`)."""
+        return self.distill.teacher_outputs(self.model, self.pruner.masks, inputs, self.acc.autocast)
 
     def collecting(self, step: int) -> bool:
         """Whether `step` feeds salience and adapter importance (up to the last re-plan)."""
         return self.pruner is not None and self.collect_from <= step <= self.end
-
-    def distill_layers(self, step: int) -> list[int]:
-        """The layers distilled at `step`: fixed, or drawn per step from (seed, step)."""
-        if not self.cfg.distill.resample_layers:
-            return self.layers
-        generator = torch.Generator().manual_seed(self.cfg.train.seed * 1000003 + step)
-        return sample_teacher_layers(self.family.num_layers(self.model), generator)
 
     def encode(self, examples: list) -> dict[str, torch.Tensor]:
         """A batch of `examples` as model inputs (labels included) on the run's device."""
@@ -258,7 +239,7 @@ class AptRun:
 
     def distilling_at(self, step: int) -> bool:
         """Whether the loss of `step` mixes in the teacher (mu > 0 and a teacher is held)."""
-        return self.mu(step) > 0 and self.teacher.snapshot is not None
+        return self.mu(step) > 0 and self.distill.teacher.snapshot is not None
 
     def _losses(self, enc: dict[str, torch.Tensor], labels: torch.Tensor, step: int):
         """The step's loss and its logged terms: task loss, or the distillation mix at mu > 0."""
@@ -273,21 +254,8 @@ class AptRun:
     def distill_mix(self, out, teacher, enc: dict[str, torch.Tensor], task_loss: torch.Tensor, step: int):
         """`mu * (a_pred * L_pred + a_layer * L_layer) + (1 - mu) * L_task` from the student's and the
         teacher's outputs on `enc` (hidden states included), and its logged terms."""
-        mu, d = self.mu(step), self.cfg.distill
-        pred = prediction_loss(out.logits, teacher.logits, d.temperature, d.pred_scale)
-        keep = self.pruner.masks.hidden > 0
-        states, layers = self.family.distill_states, self.distill_layers(step)
-        student_h = [states(out)[i + 1] for i in layers]
-        teacher_h = [states(teacher)[i + 1] for i in layers]
-        layer = layer_loss(student_h, teacher_h, self.transforms, keep, enc[self.family.distill_mask_key])
-        loss = mu * (d.pred_weight * pred + d.layer_weight * layer) + (1 - mu) * task_loss
-        terms = {
-            "task_loss": task_loss.item(),
-            "mu": mu,
-            "distill_pred": pred.item(),
-            "distill_layer": layer.item(),
-        }
-        return loss, terms
+        keep = self.pruner.masks.hidden > 0  # (d,)
+        return self.distill.loss(out, teacher, enc, task_loss, step, self.mu(step), keep)
 
     def train_step(self, examples: list, step: int) -> dict[str, float]:
         """Forward, losses, backward and optimizer step on one batch; returns the loss terms.
@@ -344,7 +312,7 @@ class AptRun:
         optimizer state and weight copies."""
         yield from self.model.parameters()
         yield from self.model.buffers()
-        yield from self.transforms.parameters()
+        yield from self.distill.transforms.parameters()
         for state in self.optimizer.state.values():
             yield from (v for v in state.values() if isinstance(v, torch.Tensor))
         for snapshot in self.snapshots():
@@ -408,7 +376,7 @@ class AptRun:
             self._replan(step)
             event = "replan"
         elif step > self.end and (step - self.end) % every == 0 and self.shrink():
-            self._latest_teacher()
+            self.distill.take_latest(self.trainable())
             event = "shrink"
         if step + 1 == self.recovery_start:
             self.recover()
@@ -418,7 +386,7 @@ class AptRun:
     def _replan(self, step: int) -> None:
         if self.distilling and self.cfg.distill.teacher == "best":
             self.pending_eval = self.validate()
-            self.teacher.offer(self.score(self.pending_eval), self.trainable())
+            self.distill.offer(self.score(self.pending_eval), self.trainable())
         if self.speed is not None and step in self.speed_check_steps:  # none with speed_checks 0
             self._check_speed(step)
         ratio = retain_ratio(step, self.start, self.end, self.target_sparsity)
@@ -426,7 +394,7 @@ class AptRun:
         self.replicas.check("mask targets", [*plan.heads, *plan.neurons, plan.hidden], step + 1)
         self.shrink()
         self._grow(step)
-        self._latest_teacher()
+        self.distill.take_latest(self.trainable())
 
     def _check_speed(self, step: int) -> None:
         """Time the plan for the final latency budget on this device and correct the budget; the
@@ -447,11 +415,6 @@ class AptRun:
             )
             if self.speed.met(check):
                 return
-
-    def _latest_teacher(self) -> None:
-        """The 'latest' protocol: a new teacher snapshot at every re-plan and shrink."""
-        if self.distilling and self.cfg.distill.teacher == "latest":
-            self.teacher.snapshot = WeightSnapshot.take(self.trainable())
 
     def validate(self) -> dict[str, float]:
         """An evaluation between steps (teacher selection, recovery): the validation split."""
@@ -477,12 +440,12 @@ class AptRun:
         if self.best_after.snapshot is not None:
             self.best_after.snapshot.restore()
         self.best_after.clear()
-        self.teacher.clear()
+        self.distill.teacher.clear()
         self.start_recovery()
 
     def snapshots(self) -> list[WeightSnapshot]:
         """The weight copies held now (they follow every cut and growth of the model)."""
-        return [b.snapshot for b in (self.teacher, self.best_after) if b.snapshot is not None]
+        return [b.snapshot for b in (self.distill.teacher, self.best_after) if b.snapshot is not None]
 
     def shrink(self) -> bool:
         """Remove the blocks whose masks reached hard 0 (see `apply_cut`); True if any."""
@@ -499,13 +462,7 @@ class AptRun:
         cut = self.pruner.cut(plan, self.optimizer)
         for snapshot in self.snapshots():
             snapshot.follow_cuts(cut.records)
-        if self.transforms and not bool(plan.hidden.all()):
-            keep = plan.hidden.nonzero().flatten()  # (d',)
-            records: list[SliceRecord] = []
-            for tr in self.transforms:
-                slice_linear(tr.map, keep, "out", records)
-                slice_linear(tr.map, keep, "in", records)
-            slice_optimizer_state(self.optimizer, records)
+        self.distill.follow_cut(plan.hidden, self.optimizer)
         release_freed_memory(self.acc.device)
         return cut
 
@@ -544,7 +501,7 @@ class AptRun:
         if measured_at == step:
             record.memory.update(measured)
         if self.distilling:
-            record.distill = DistillStatus(self.teacher.score, self.recovering)
+            record.distill = DistillStatus(self.distill.teacher.score, self.recovering)
         if self.pruner is not None:
             p, masks = self.pruner, self.pruner.masks
             record.pruning = PruningStatus(
@@ -598,11 +555,10 @@ class AptRun:
             "ranks": {name: a.rank for name, a in self.adapters.items()},
             "importance": None if self.importance is None else self.importance.state_dict(),
             "pruner": None if self.pruner is None else self.pruner.state_dict(),
-            "teacher": self.teacher.state_dict(),
+            **self.distill.state_dict(),
             "best_after": self.best_after.state_dict(),
             "recovering": self.recovering,
             "speed": None if self.speed is None else self.speed.state_dict(),
-            "transforms": self.transforms.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -616,7 +572,6 @@ class AptRun:
         if not keeps_all(plan):
             self.apply_cut(plan)
         self.grow_to(state["ranks"], step)
-        self.transforms.load_state_dict(state["transforms"])
         if state["recovering"]:
             self.start_recovery()  # its own optimizer and schedule, whose state is loaded next
         self.optimizer.load_state_dict(state["optimizer"])
@@ -628,7 +583,7 @@ class AptRun:
             self.pruner.load_state_dict(state["pruner"])
         if self.speed is not None:
             self.speed.load_state_dict(state["speed"])
-        self.teacher.load_state_dict(state["teacher"], self.trainable())
+        self.distill.load_state_dict(state, self.trainable())
         self.best_after.load_state_dict(state["best_after"], self.trainable())
 
 

@@ -277,7 +277,7 @@ class AptCallback(transformers.TrainerCallback):
 
     def _check_optimizer(self) -> None:
         stepped = {id(p) for g in self.run.optimizer.param_groups for p in g["params"]}
-        missing = [p for p in self.run.transforms.parameters() if id(p) not in stepped]
+        missing = [p for p in self.run.distill.transforms.parameters() if id(p) not in stepped]
         if missing:
             raise AptuneError(
                 "the optimizer does not train the distillation maps: let AptTrainer create it, or pass "
@@ -328,7 +328,7 @@ class AptTrainer(transformers.Trainer):
     def create_optimizer(self, model=None):
         """The Trainer's optimizer, with the distillation maps as one more group."""
         optimizer = super().create_optimizer(model)
-        maps = list(self.apt.run.transforms.parameters())
+        maps = list(self.apt.run.distill.transforms.parameters())
         if maps:
             optimizer.add_param_group({"params": maps, "weight_decay": self.args.weight_decay})
         return optimizer
