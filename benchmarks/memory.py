@@ -18,7 +18,9 @@ Part 2 (`--whole`): the config trained start to finish, and the same config as p
 LoRA, each in its own process: whole-process peak memory, the two memory curves of the history
 (resident memory between steps, and the tensor memory of a logged step: weights, optimizer state,
 copies and the activations saved for backward) with their level in the dense phase and at the end,
-and the median step time of the dense phase.
+and the median step time of APT's dense phase, LoRA's over the same steps (both from the history
+lines' elapsed time, a line every 5 steps; intervals that end on an evaluation or a pruning event
+are left out).
 
     python benchmarks/memory.py [--steps 4] [--whole] [--config configs/smollm2-rotten-tomatoes.yaml]
 
@@ -163,7 +165,8 @@ def whole(config: Path, config_overrides: list[str], work: Path) -> dict:
     """Train `config` (with overrides) in its own process; peak, memory curve, time."""
     out = work / ("lora" if config_overrides else "apt")
     cmd = [sys.executable, "-m", "aptune.cli", "train", str(config), "--output-dir", str(out), "--overwrite",
-           "--no-progress", "--set", "train.measure_speed=false", *config_overrides]  # fmt: skip
+           "--no-progress", "--set", "train.measure_speed=false", "train.log_every=5",
+           *config_overrides]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     metrics = json.loads((out / "metrics.json").read_text())
     lines = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
@@ -176,10 +179,11 @@ def whole(config: Path, config_overrides: list[str], work: Path) -> dict:
     start = metrics["schedule"]["pruning_start"] or curve[-1][0]
     dense = [mb for s, mb in level if s <= start] or [level[0][1]]
     dense_tensors = [mb for s, mb in tensors if s <= start] or [tensors[0][1]]
-    dense_lines = [r for r in lines if r["step"] <= start and "elapsed_s" in r]
-    steps = [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) * 1000
-             for a, b in itertools.pairwise(dense_lines) if not b.get("eval")]  # fmt: skip
+    timed = [r for r in lines if "elapsed_s" in r]
+    step_ms = [(b["step"], (b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) * 1000)
+               for a, b in itertools.pairwise(timed) if not (b.get("eval") or b.get("event"))]  # fmt: skip
     return {
+        "pruning_start": metrics["schedule"]["pruning_start"],
         "peak_memory_mb": metrics["peak_memory_mb"],
         "peak_set_at": _peak_set_at(lines, metrics["schedule"]),
         "dense_level_mb": statistics.median(dense),
@@ -187,11 +191,23 @@ def whole(config: Path, config_overrides: list[str], work: Path) -> dict:
         "after_release_mb": [r["memory_mb"] for r, rel in zip(lines, released, strict=True) if rel],
         "dense_tensors_mb": statistics.median(dense_tensors),
         "final_tensors_mb": tensors[-1][1],
-        "dense_step_ms": statistics.median(steps) if steps else None,
+        "step_ms": step_ms,
         "test_accuracy": metrics["test"].get("accuracy"),
         "curve": curve,
         "tensor_curve": tensors,
     }
+
+
+def with_dense_step_ms(runs: dict[str, dict]) -> dict[str, dict]:
+    """Each run with `dense_step_ms`: the median time per step of the intervals that end in APT's
+    dense phase (up to its pruning start), so LoRA's figure covers the same steps; None where no
+    interval ends there."""
+    start = runs["apt"]["pruning_start"]
+    out = {}
+    for name, run in runs.items():
+        times = [ms for step, ms in run["step_ms"] if start is None or step <= start]
+        out[name] = {**run, "dense_step_ms": statistics.median(times) if times else None}
+    return out
 
 
 def _peak_set_at(lines: list[dict], schedule: dict) -> str:
@@ -286,10 +302,12 @@ def main() -> None:
     payload: dict = {"config": str(args.config), "steps": args.steps, "phases": rows}
     if args.whole:
         with tempfile.TemporaryDirectory() as tmp:
-            runs = {
-                "lora": whole(args.config, ["pruning.enabled=false"], Path(tmp)),
-                "apt": whole(args.config, [], Path(tmp)),
-            }
+            runs = with_dense_step_ms(
+                {
+                    "lora": whole(args.config, ["pruning.enabled=false"], Path(tmp)),
+                    "apt": whole(args.config, [], Path(tmp)),
+                }
+            )
         payload["whole"] = runs
         lines += ["", "**Whole runs of the config** (export timing off)", "", *_whole_table(runs)]
     json_path, md_path = write_results(_suite(args.config), payload, "\n".join(lines))
