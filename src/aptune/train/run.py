@@ -47,6 +47,7 @@ from ..schedule import (
 )
 from ..shrink import first_k_plan, shapes_dict
 from ..snapshot import BestWeights, WeightSnapshot
+from ..timing import hold_freed_memory
 from .distillation import SelfDistillation
 from .memory import StepMemory, current_memory_mb, release_freed_memory
 from .outputs import DistillStatus, PruningStatus, StepRecord
@@ -86,6 +87,8 @@ class AptRun:
         """`steps` is (total steps, steps per epoch); None derives them from the objective's
         training split and `cfg.train` (a run hosted by a `transformers.Trainer` passes its own)."""
         self.cfg, self.tokenizer, self.objective, self.acc = cfg, tokenizer, objective, accelerator
+        if accelerator.device.type == "cpu":  # steps reuse the pages of the activations they free
+            hold_freed_memory()  # instead of faulting them in anew; cuts and evaluations trim
         self.replicas = Replicas(accelerator)
         self.family = family_for(model)
         self.model = model.to(accelerator.device)
