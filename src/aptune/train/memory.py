@@ -5,9 +5,9 @@ handing memory freed by a cut back.
 On a GPU the figures are torch's allocator statistics (allocated, and reserved by the caching
 allocator). On a CPU they are the process's resident set size: the peak from `getrusage`, the current
 level from `/proc/self/statm` (Linux; elsewhere no current figure is recorded). A CPU process's
-resident set hardly falls when the model shrinks: glibc keeps the pages of freed activations for the
-next step (and cannot hand back the holes a step leaves between live blocks), and libraries and data
-take a fixed share. `StepMemory` therefore also counts what a step's tensors need, the figure that
+resident set falls little when the model shrinks: a training process keeps the pages of freed
+activations for the next step (`timing.hold_freed_memory`; they go back after a cut or an
+evaluation), and libraries and data take a fixed share. `StepMemory` therefore also counts what a step's tensors need, the figure that
 shrinking reduces (on a GPU: the step's peak allocation).
 """
 
