@@ -262,6 +262,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "memory_smollm2.lora.peak": lambda: f"{_memory('lora', 'peak_memory_mb', 'memory-smollm2'):,.0f} MB",
     "memory_smollm2.peak_ratio": lambda: _memory_ratio("peak_memory_mb", "memory-smollm2"),
     "memory_smollm2.peak_set_at": lambda: _memory("apt", "peak_set_at", "memory-smollm2"),
+    "memory_smollm2.step_ratio": lambda: _memory_ratio("dense_step_ms", "memory-smollm2"),
     "memory_smollm2.tensor_change": lambda: _memory_change(
         "dense_tensors_mb", "final_tensors_mb", "memory-smollm2"
     ),
