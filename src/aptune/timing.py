@@ -18,6 +18,14 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mallo
 
 
 @cache
+def c_function(name: str):
+    """A function of the process's C library (e.g. glibc's `mallopt`, `malloc_trim`), or None where
+    the library has none (musl, macOS, Windows)."""
+    library = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(library), name, None) if library else None
+
+
+@cache
 def hold_freed_memory() -> bool:
     """Keep memory that a forward pass frees in the process instead of handing it back to the
     system, so that timed passes do not page their activations in again on every call.
@@ -32,8 +40,7 @@ def hold_freed_memory() -> bool:
     them in again (45,000-55,000 minor faults per step). Process-wide and permanent (a later
     explicit `malloc_trim` still hands memory back); False where the C library has no `mallopt`.
     """
-    name = ctypes.util.find_library("c")
-    mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    mallopt = c_function("mallopt")
     if mallopt is None:
         return False
     return bool(mallopt(M_TRIM_THRESHOLD, 1 << 30)) and bool(mallopt(M_MMAP_THRESHOLD, 32 << 20))

@@ -148,6 +148,8 @@ def test_latest_protocol_takes_every_offer_and_best_only_improvements():
     model = tiny_model("bert")
     trainable = _trainable(model)
     best, latest = _component(model), _component(model, teacher="latest")
+    assert best.chooses_by_validation and not latest.chooses_by_validation
+    assert not _component(model, enabled=False).chooses_by_validation
     latest.take_latest(trainable)
     best.take_latest(trainable)  # not its protocol
     assert latest.teacher.snapshot is not None and best.teacher.snapshot is None

@@ -55,6 +55,12 @@ class SelfDistillation:
         generator = torch.Generator().manual_seed(self.seed * 1000003 + step)
         return sample_teacher_layers(self.num_layers, generator)
 
+    @property
+    def chooses_by_validation(self) -> bool:
+        """Whether the teacher is chosen by validation (the 'best' protocol): the run offers it the
+        weights with their validation score at every re-plan of the pruning window."""
+        return self.enabled and self.cfg.teacher == "best"
+
     def offer(self, score: float, trainable: list[nn.Parameter]) -> None:
         """The 'best' protocol: the current weights, validated at `score`, become the teacher if that
         beats the teacher's score."""

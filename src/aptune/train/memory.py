@@ -7,24 +7,23 @@ allocator). On a CPU they are the process's resident set size: the peak from `ge
 level from `/proc/self/statm` (Linux; elsewhere no current figure is recorded). A CPU process's
 resident set falls little when the model shrinks: a training process keeps the pages of freed
 activations for the next step (`timing.hold_freed_memory`; they go back after a cut or an
-evaluation), and libraries and data take a fixed share. `StepMemory` therefore also counts what a step's tensors need, the figure that
-shrinking reduces (on a GPU: the step's peak allocation).
+evaluation), and libraries and data take a fixed share. `StepMemory` therefore also counts what a
+step's tensors need, the figure that shrinking reduces (on a GPU: the step's peak allocation).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import os
 import resource
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
+
+from ..timing import c_function
 
 _STATM = Path("/proc/self/statm")
 
@@ -139,15 +138,6 @@ def current_memory_mb(device: torch.device) -> dict[str, float]:
     return {"memory_mb": resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20}
 
 
-@cache
-def _malloc_trim():
-    """glibc's `malloc_trim`, or None where the C library has none (musl, macOS, Windows)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    return getattr(ctypes.CDLL(name), "malloc_trim", None)
-
-
 def release_freed_memory(device: torch.device) -> None:
     """Hand memory that a cut freed back to the system: unreferenced tensors are collected, the CUDA
     caching allocator empties its free blocks, and on glibc `malloc_trim` returns the heap's free
@@ -156,6 +146,6 @@ def release_freed_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         return
-    trim = _malloc_trim()
+    trim = c_function("malloc_trim")
     if trim is not None:
         trim(0)

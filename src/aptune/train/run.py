@@ -387,7 +387,7 @@ class AptRun:
         return event
 
     def _replan(self, step: int) -> None:
-        if self.distilling and self.cfg.distill.teacher == "best":
+        if self.distill.chooses_by_validation:
             self.pending_eval = self.validate()
             self.distill.offer(self.score(self.pending_eval), self.trainable())
         if self.speed is not None and step in self.speed_check_steps:  # none with speed_checks 0

@@ -266,9 +266,7 @@ class AptCallback(transformers.TrainerCallback):
                 f"the model was prepared on {self.run.acc.device} but the Trainer trains on {args.device}; "
                 f"pass device={str(args.device)!r} to aptune.prepare"
             )
-        needs_eval = self.run.distilling and (
-            self.run.cfg.distill.teacher == "best" or self.run.recovery_start
-        )
+        needs_eval = self.run.distill.chooses_by_validation or self.run.recovery_start is not None
         if needs_eval and self.trainer.eval_dataset is None:
             raise AptuneError(
                 "self-distillation chooses its teacher (and the recovery phase its start) by evaluation: "
