@@ -1,5 +1,10 @@
+import warnings
+
 import pytest
+import sklearn.metrics as sklearn
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aptune.train.metrics import classification_metrics
 
@@ -49,3 +54,22 @@ def test_accepts_tensors():
 def test_rejects_mismatched_or_empty(labels, predictions):
     with pytest.raises(ValueError, match="equally long, non-empty"):
         classification_metrics(labels, predictions)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(-1, 3)), min_size=1, max_size=40),
+    st.booleans(),
+)
+def test_equals_scikit_learn(pairs, restrict):
+    """The counts-based formulas give scikit-learn's accuracy, macro F1 and MCC on any input."""
+    labels, predictions = [y for y, _ in pairs], [p for _, p in pairs]
+    classes = [0, 1, 2, 3] if restrict else None
+    ours = classification_metrics(labels, predictions, classes)
+    assert ours["accuracy"] == pytest.approx(sklearn.accuracy_score(labels, predictions))
+    f1 = sklearn.f1_score(labels, predictions, labels=classes, average="macro", zero_division=0)
+    assert ours["macro_f1"] == pytest.approx(f1)
+    if len(set(labels) | set(predictions)) > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scikit-learn warns where MCC is undefined and returns 0
+            assert ours["mcc"] == pytest.approx(sklearn.matthews_corrcoef(labels, predictions), abs=1e-12)

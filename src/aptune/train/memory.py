@@ -139,10 +139,14 @@ def current_memory_mb(device: torch.device) -> dict[str, float]:
 
 
 def release_freed_memory(device: torch.device) -> None:
-    """Hand memory that a cut freed back to the system: unreferenced tensors are collected, the CUDA
-    caching allocator empties its free blocks, and on glibc `malloc_trim` returns the heap's free
-    pages (without it, freed CPU tensors stay in the process and RSS never falls)."""
-    gc.collect()
+    """Hand memory that a cut freed back to the system: recent reference cycles are collected, the
+    CUDA caching allocator empties its free blocks, and on glibc `malloc_trim` returns the heap's free
+    pages (without it, freed CPU tensors stay in the process and RSS never falls).
+
+    A cut frees its tensors by reference count; only the young generations are collected, because a
+    full collection walks every object the imports created (about 0.3 s each time with transformers
+    loaded) and, in a probe of a distilling run, found nothing to free at 21 of its 22 calls."""
+    gc.collect(1)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         return

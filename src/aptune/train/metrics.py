@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
-
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 __all__ = ["classification_metrics"]
 
@@ -30,18 +29,28 @@ def classification_metrics(
             f"classification_metrics needs equally long, non-empty labels and predictions, "
             f"got {len(labels)} labels and {len(predictions)} predictions"
         )
-    single_class = len(set(labels) | set(predictions)) < 2
+    true, predicted = Counter(labels), Counter(predictions)
+    hits = Counter(y for y, p in zip(labels, predictions, strict=True) if y == p)
+    averaged = sorted(true | predicted) if classes is None else list(classes)
     return {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "macro_f1": float(
-            f1_score(
-                labels,
-                predictions,
-                labels=None if classes is None else list(classes),
-                average="macro",
-                zero_division=0,
-            )
-        ),
-        "mcc": 0.0 if single_class else float(matthews_corrcoef(labels, predictions)),
+        "accuracy": hits.total() / len(labels),
+        "macro_f1": sum(_f1(hits[k], true[k], predicted[k]) for k in averaged) / len(averaged),
+        "mcc": _mcc(hits.total(), len(labels), true, predicted),
         "n": float(len(labels)),
     }
+
+
+def _f1(hits: int, true: int, predicted: int) -> float:
+    """F1 of one class from its true positives and its true and predicted counts (0 if both are 0)."""
+    return 2 * hits / (true + predicted) if true + predicted else 0.0
+
+
+def _mcc(correct: int, total: int, true: Counter, predicted: Counter) -> float:
+    """Multi-class Matthews correlation from the confusion matrix's trace and margins (Gorodkin's
+    R_K): (c s - sum_k p_k t_k) / sqrt((s^2 - sum_k p_k^2)(s^2 - sum_k t_k^2)); 0.0 where undefined."""
+    cross = sum(predicted[k] * true[k] for k in true)
+    spread_p = total**2 - sum(n * n for n in predicted.values())
+    spread_t = total**2 - sum(n * n for n in true.values())
+    if spread_p == 0 or spread_t == 0:
+        return 0.0
+    return (correct * total - cross) / (spread_p * spread_t) ** 0.5
