@@ -10,6 +10,7 @@ import torch
 from accelerate import Accelerator
 
 from aptune.config import AptuneConfig, apply_overrides
+from aptune.train import run as run_module
 from aptune.train.data import batches
 from aptune.train.run import AptRun
 from aptune.train.setup import load_model
@@ -119,3 +120,11 @@ def test_logged_steps_measure_tensor_memory_and_a_cut_reduces_it(tiny_model_dir)
     run.apply_cut(run.pruner.plan(0.4))
     run.train_step(batch, 3)
     assert run.measured_memory[1]["step_memory_mb"] < 0.8 * dense
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_a_cpu_run_holds_freed_memory_only_when_the_config_says(tiny_model_dir, monkeypatch, hold):
+    calls = []
+    monkeypatch.setattr(run_module, "hold_freed_memory", lambda: calls.append("held"))
+    _run(tiny_model_dir, "no", f"train.hold_freed_memory={str(hold).lower()}")
+    assert calls == (["held"] if hold else [])

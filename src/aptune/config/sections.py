@@ -259,6 +259,13 @@ class TrainConfig(Section):
         "(reloads the original model).",
     )
     gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass to save memory.")
+    hold_freed_memory: bool = option(
+        True,
+        "On a CPU, keep the heap pages a step frees in the process (glibc mallopt, process-wide and "
+        "permanent) instead of handing them back and faulting them in again at the next step; cuts "
+        "and evaluations still hand freed memory back. false leaves the C library's settings alone, "
+        "e.g. in a long-lived process that hosts the training (timing the export still sets them).",
+    )
     checkpoint_every: int | None = option(
         None,
         "Steps between checkpoints (OUTPUT/checkpoints/step-N, what `aptune train --resume OUTPUT` "

@@ -87,8 +87,8 @@ class AptRun:
         """`steps` is (total steps, steps per epoch); None derives them from the objective's
         training split and `cfg.train` (a run hosted by a `transformers.Trainer` passes its own)."""
         self.cfg, self.tokenizer, self.objective, self.acc = cfg, tokenizer, objective, accelerator
-        if accelerator.device.type == "cpu":  # steps reuse the pages of the activations they free
-            hold_freed_memory()  # instead of faulting them in anew; cuts and evaluations trim
+        if accelerator.device.type == "cpu" and cfg.train.hold_freed_memory:  # steps reuse the pages
+            hold_freed_memory()  # of the activations they free instead of faulting them in anew
         self.replicas = Replicas(accelerator)
         self.family = family_for(model)
         self.model = model.to(accelerator.device)
