@@ -106,14 +106,14 @@ def _acc(method: str) -> float:
 
 
 def _validation(method: str) -> list[float]:
-    return [accuracy for _, accuracy in _quality(method)["curve"]]
+    return [point[1] for point in _quality(method)["curve"]]
 
 
 def _time_to_97(method: str, seed: int = 42) -> str:
     """A seed's wall time to 97% of its full fine-tuning's final validation accuracy (quality.py's
     rule), or "not reached"."""
     threshold = 0.97 * _quality("full-ft", seed)["curve"][-1][1]
-    reached = [t for t, accuracy in _quality(method, seed)["curve"] if accuracy >= threshold]
+    reached = [point[0] for point in _quality(method, seed)["curve"] if point[1] >= threshold]
     return f"{reached[0]:,.0f} s" if reached else "not reached"
 
 

@@ -68,6 +68,7 @@ APT = {
     "apt-0.6-no-kurtosis": [*DISTILL, "pruning.target_sparsity=0.6", "pruning.use_kurtosis=false"],
     "apt-0.6-no-growth": [*DISTILL, "pruning.target_sparsity=0.6", "tuning.enabled=false"],
     "apt-0.6-no-distill": NO_DISTILL,
+    "apt-0.4-no-distill": ["distill.enabled=false", "pruning.target_sparsity=0.4"],
     "apt-0.6-no-distill-no-kurtosis": [*NO_DISTILL, "pruning.use_kurtosis=false"],
     "apt-0.6-no-distill-no-growth": [*NO_DISTILL, "tuning.enabled=false"],
     # the pruning window ends at 40% of the steps instead of 60%: longer recovery at the final size
@@ -106,10 +107,10 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _curve(history_path: Path) -> list[tuple[float, float]]:
-    """(elapsed seconds, validation accuracy) points of an aptune run's history."""
+def _curve(history_path: Path) -> list[tuple[float, float, int]]:
+    """(elapsed seconds, validation accuracy, step) points of an aptune run's history."""
     lines = [json.loads(x) for x in history_path.read_text().splitlines()]
-    return [(x["elapsed_s"], x["eval"]["accuracy"]) for x in lines if "eval" in x]
+    return [(x["elapsed_s"], x["eval"]["accuracy"], x["step"]) for x in lines if "eval" in x]
 
 
 def run_aptune(name: str, args, out: Path) -> dict:
@@ -132,7 +133,8 @@ def run_aptune(name: str, args, out: Path) -> dict:
 
 
 def tune(model, params, tokenizer, examples, steps, lr, eval_examples, eval_every, seed) -> list:
-    """Plain AdamW loop with linear warm-up/decay on `params`; returns (seconds, val accuracy) points."""
+    """Plain AdamW loop with linear warm-up/decay on `params`; returns (seconds, val accuracy, step)
+    points."""
     opt = torch.optim.AdamW(params, lr=lr)
     warmup = round(0.06 * steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear_factor(s, warmup, steps))
@@ -153,7 +155,7 @@ def tune(model, params, tokenizer, examples, steps, lr, eval_examples, eval_ever
             step += 1
             if step % eval_every == 0 or step == steps:
                 acc = evaluate(model, tokenizer, eval_examples, 64, 64)["accuracy"]
-                curve.append((time.perf_counter() - start, acc))
+                curve.append((time.perf_counter() - start, acc, step))
                 model.train()
         epoch += 1
     model.eval()
@@ -307,7 +309,7 @@ def _to_run(methods: list[str], seed: int, args) -> list[str]:
 def _with_lora_time(row: dict, lora: dict) -> dict:
     """A pruning peer's row with the LoRA training it starts from added to its time and curve."""
     offset = lora["train_seconds"]
-    curve = [(t + offset, acc) for t, acc in row["curve"]]
+    curve = [(point[0] + offset, *point[1:]) for point in row["curve"]]
     return {**row, "train_seconds": row["train_seconds"] + offset, "curve": curve, "lora_seconds": offset}
 
 
@@ -346,8 +348,9 @@ def read_rows(methods: list[str], seeds: list[int], epochs: float) -> dict[int, 
 
 
 def _time_to(curve, threshold: float) -> float | None:
-    """Wall time of the first evaluation at or above `threshold`, or None."""
-    return next((t for t, acc in curve if acc >= threshold), None)
+    """Wall time of the first evaluation at or above `threshold`, or None (curve points are (seconds,
+    accuracy) in rows written before 2026-12-03, (seconds, accuracy, step) since)."""
+    return next((point[0] for point in curve if point[1] >= threshold), None)
 
 
 def _thresholds(per_seed: dict[int, dict[str, dict]]) -> dict[int, float]:
@@ -451,8 +454,7 @@ def _plot(per_seed: dict[int, dict[str, dict]], agg: dict[str, dict], path: Path
         ax1.annotate(name, (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
         seed, curve = next((s, rows[name]["curve"]) for s, rows in per_seed.items() if name in rows)
         if curve:
-            times, accs = zip(*curve, strict=True)
-            ax2.plot(times, accs, marker=".", label=f"{name} (seed {seed})")
+            ax2.plot([p[0] for p in curve], [p[1] for p in curve], marker=".", label=f"{name} (seed {seed})")
     ax1.set_xlabel("prunable parameters kept")
     ax1.set_ylabel("test accuracy (mean ± std over seeds)")
     ax1.set_title("accuracy vs parameters")
