@@ -353,6 +353,13 @@ def _time_to(curve, threshold: float) -> float | None:
     return next((point[0] for point in curve if point[1] >= threshold), None)
 
 
+def _step_to(curve, threshold: float) -> int | str | None:
+    """Optimizer step of the first evaluation at or above `threshold`; None when none reaches it, "n/a"
+    when the point that does carries no step."""
+    point = next((p for p in curve if p[1] >= threshold), None)
+    return None if point is None else point[2] if len(point) > 2 else "n/a"
+
+
 def _thresholds(per_seed: dict[int, dict[str, dict]]) -> dict[int, float]:
     """0.97 x each seed's full-ft final validation-curve accuracy; a seed without a full-ft row gets the
     mean over the seeds with one (empty without any full-ft row)."""
@@ -364,13 +371,17 @@ def _thresholds(per_seed: dict[int, dict[str, dict]]) -> dict[int, float]:
 
 
 def with_time_to_97(per_seed: dict[int, dict[str, dict]]) -> dict[int, dict[str, dict]]:
-    """Copies of the rows with `time_to_97` added (None when not reached, or without any full-ft row)."""
+    """Copies of the rows with `time_to_97` and `step_to_97` added (None when not reached, or without
+    any full-ft row)."""
     thresholds = _thresholds(per_seed)
-    return {
-        s: {n: {**r, "time_to_97": _time_to(r["curve"], thresholds[s]) if thresholds else None}
-            for n, r in rows.items()}
-        for s, rows in per_seed.items()
-    }  # fmt: skip
+
+    def reached(row: dict, seed: int) -> dict:
+        if not thresholds:
+            return {"time_to_97": None, "step_to_97": None}
+        curve, threshold = row["curve"], thresholds[seed]
+        return {"time_to_97": _time_to(curve, threshold), "step_to_97": _step_to(curve, threshold)}
+
+    return {s: {n: {**r, **reached(r, s)} for n, r in rows.items()} for s, rows in per_seed.items()}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -382,6 +393,7 @@ def _summary(rows: list[dict]) -> dict:
     """One method's aggregate over its per-seed rows (each with `time_to_97`)."""
     acc, acc_std = _mean_std([r["test_accuracy"] for r in rows])
     reached = [r["time_to_97"] for r in rows if r["time_to_97"] is not None]
+    steps = [r["step_to_97"] for r in rows if r["step_to_97"] is not None]
     keys = ("prunable_kept", "total_params", "train_seconds", "peak_memory_mb", "pruned_ms", "dense_ms")
     return {
         "seeds": len(rows),
@@ -391,6 +403,7 @@ def _summary(rows: list[dict]) -> dict:
         "speedup": statistics.mean(r["dense_ms"] / r["pruned_ms"] for r in rows),
         "time_to_97": statistics.mean(reached) if reached else None,
         "reached_97": len(reached),
+        "step_to_97": "n/a" if "n/a" in steps else statistics.mean(steps) if steps else None,
     }
 
 
@@ -408,22 +421,25 @@ def _cells(name: str, a: dict, ft_acc: float | None) -> list[str]:
     t97 = "-" if a["time_to_97"] is None else f"{a['time_to_97']:.0f}"
     if 0 < a["reached_97"] < a["seeds"]:
         t97 += f" ({a['reached_97']}/{a['seeds']} seeds)"
+    step = a["step_to_97"]
+    s97 = "-" if step is None else step if isinstance(step, str) else f"{step:.0f}"
     ratio = "-" if ft_acc is None else f"{a['test_accuracy'] / ft_acc:.1%}"
     return [name, str(a["seeds"]), acc, ratio, f"{a['prunable_kept']:.1%}", f"{a['total_params'] / 1e6:.2f}M",
-            f"{a['train_seconds']:.0f}", t97, f"{a['peak_memory_mb']:.0f}", f"{a['pruned_ms']:.1f}",
+            f"{a['train_seconds']:.0f}", t97, s97, f"{a['peak_memory_mb']:.0f}", f"{a['pruned_ms']:.1f}",
             f"{a['speedup']:.2f}x"]  # fmt: skip
 
 
 FOOTNOTE = (
     "Test acc: mean ± sample standard deviation over the seeds that have the method's row (seeds column; "
     "no spread for one seed). Every other column is a mean over the same seeds; % of FT is the ratio of "
-    "the mean test accuracies. Time to 97%: first validation evaluation at or above 97% of full "
-    "fine-tuning's final validation-curve accuracy on the same seed (where a seed has no full fine-tuning "
-    "row, the mean over the seeds that have one), wall time with evaluations included, averaged over the "
-    "seeds that reach it (k/n seeds when not all do). lora-prune and torch-pruning start from the same "
-    "seed's LoRA model and include its training time, but not the one-shot pruning itself. Peak MB: peak "
-    "RSS of the method's process (model loading and final timing included). Speed-up: dense over "
-    "exported-model inference time."
+    "the mean test accuracies. Time to 97%: first validation evaluation at or above 97% of full fine-"
+    "tuning's final validation-curve accuracy on the same seed (where a seed has no full fine-tuning row,"
+    " the mean over the seeds that have one), wall time with evaluations included, averaged over the "
+    "seeds that reach it (k/n seeds when not all do); step: the optimizer step of that evaluation (every "
+    "100 steps and at the end; n/a for rows recorded before steps were kept), the same mean. lora-prune "
+    "and torch-pruning start from the same seed's LoRA model and include its training time, but not the "
+    "one-shot pruning itself. Peak MB: peak RSS of the method's process (model loading and final timing "
+    "included). Speed-up: dense over exported-model inference time."
 )
 
 
@@ -434,8 +450,8 @@ def table(agg: dict[str, dict], epochs: float, seeds: list[int]) -> str:
         f"# Quality: MiniLM on Rotten Tomatoes, {epochs:g} epoch(s), seeds {', '.join(map(str, seeds))}",
         "",
         "| method | seeds | test acc | % of FT | prunable kept | params | train s | time to 97% FT (s) "
-        "| peak MB | inference ms | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| step | peak MB | inference ms | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += ["| " + " | ".join(_cells(name, a, ft_acc)) + " |" for name, a in agg.items()]
     return "\n".join([*lines, "", FOOTNOTE])
