@@ -280,9 +280,13 @@ def _suite(config: Path) -> str:
     return "memory" if config.resolve() == CONFIG.resolve() else f"memory-{config.stem.split('-')[0]}"
 
 
+BUILTIN_NAMES = {"builtin:minilm": "all-MiniLM-L6-v2", "builtin:smollm2": "SmolLM2-135M-Instruct"}
+
+
 def _title(config: Path) -> str:
     cfg = load_config(config)
-    model = cfg.model.name_or_path.removeprefix("builtin:")
+    name = cfg.model.name_or_path
+    model = BUILTIN_NAMES.get(name, name)
     shape = f"batch {cfg.train.batch_size} x {cfg.data.max_length}"
     return f"**Memory per phase** ({model}, {shape}, CPU fp32, MB)"
 
