@@ -16,7 +16,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,6 +117,20 @@ def _time_to_97(method: str, seed: int = 42) -> str:
     return f"{reached[0]:,.0f} s" if reached else "not reached"
 
 
+def _step_to_97(method: str, seed: int) -> str:
+    """The optimizer step of a seed's first evaluation at 97% of its full fine-tuning's final
+    validation accuracy (curve points that carry their step), or "not reached"."""
+    threshold = 0.97 * _quality("full-ft", seed)["curve"][-1][1]
+    reached = [point[2] for point in _quality(method, seed)["curve"] if point[1] >= threshold]
+    return f"step {reached[0]}" if reached else "not reached"
+
+
+def _steps(seed: int) -> dict[str, Callable[[], str]]:
+    """Steps to 97% of full fine-tuning of LoRA and APT at 60% and 40% without distillation."""
+    methods = {"lora": "lora", "apt06": "apt-0.6-no-distill", "apt04": "apt-0.4-no-distill"}
+    return {f"quality.steps{seed}.{key}": partial(_step_to_97, m, seed) for key, m in methods.items()}
+
+
 def _pair(seed: int) -> dict[str, Callable[[], str]]:
     """Figures of a same-session pair of quality rows: APT-0.6 without distillation, then LoRA."""
     apt, lora = "apt-0.6-no-distill", "lora"
@@ -192,6 +206,12 @@ FIGURES: dict[str, Callable[[], str]] = {
     "demo.sparsity": lambda: f"{latest('demo')['sparsity']:.0%}",
     "demo.speedup": lambda: f"{latest('demo')['speedup']:.2f}x",
     "quality.table": _quality_table,
+    "latency_model.shapes": lambda: str(len(latest("latency-model")["shapes"])),
+    "latency_model.kept": lambda: "{:.0%}-{:.0%}".format(
+        *(f(r["prunable_kept"] for r in latest("latency-model")["shapes"]) for f in (min, max))
+    ).replace("%-", "-"),
+    "latency_model.mean_error": lambda: f"{latest('latency-model')['mean_abs_error']:.1%}",
+    "latency_model.max_error": lambda: f"{latest('latency-model')['max_abs_error']:.1%}",
     "quality.ft.acc": lambda: f"{_acc('full-ft'):.4f}",
     "quality.no_distill.of_ft": lambda: f"{_acc('apt-0.6-no-distill') / _acc('full-ft'):.1%}",
     "quality.lora_prune.acc": lambda: f"{_acc('lora-prune'):.4f}",
@@ -218,6 +238,11 @@ FIGURES: dict[str, Callable[[], str]] = {
     **_pair(44),
     **_early(43),
     **_early(44),
+    **_steps(42),
+    **_steps(43),
+    **_steps(44),
+    "quality.nd04.mean": lambda: f"{_mean_acc('apt-0.4-no-distill'):.4f}",
+    "quality.nd04.of_ft_mean": lambda: f"{_mean_acc('apt-0.4-no-distill') / _mean_acc('full-ft'):.1%}",
     "quality.no_kurtosis.acc": lambda: f"{_acc('apt-0.6-no-kurtosis'):.4f}",
     "quality.no_growth.acc": lambda: f"{_acc('apt-0.6-no-growth'):.4f}",
     "quality.nd_no_kurtosis.acc": lambda: f"{_acc('apt-0.6-no-distill-no-kurtosis'):.4f}",

@@ -1,9 +1,9 @@
-"""The latency cost model (latency.py): monotone, cached per device and shape, and on the real MiniLM
-its predicted speed-up of a held-out pruned shape is within 15% of the measured one."""
+"""The latency cost model (latency.py): monotone, cached per device and shape, speed checks and their
+corrections. How close its predictions come to measured speed-ups is a benchmark
+(benchmarks/latency_model.py), not a timed test."""
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 
@@ -24,8 +24,6 @@ from aptune.latency import (
     random_inputs,
 )
 from aptune.search import minimal_shape, plan_masks
-from aptune.shrink import first_k_plan, shrink_model
-from aptune.timing import paired_ms
 from aptune.train.loop import train
 from aptune.train.setup import SetupError
 
@@ -88,29 +86,6 @@ def test_encoder_decoders_are_refused():
     with pytest.raises(LatencyError, match="target_sparsity"):
         model = tiny_model("t5").eval()
         measure(model, random_inputs(model, 2, 8))
-
-
-@needs_minilm
-@pytest.mark.slow  # profiles the real MiniLM (about 15 s) and times two models
-def test_predicted_speedup_of_a_held_out_shape_is_within_15_percent(minilm):
-    ids = torch.randint(0, minilm.config.vocab_size, (32, 64), generator=torch.Generator().manual_seed(1))
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    family = family_for(minilm)
-    inv = family.inventory(minilm)
-    shape = {"heads": [9, 7, 5, 6, 8, 4], "neurons": [1200, 880, 720, 952, 1040, 608], "hidden_size": 272}
-    pruned = copy.deepcopy(minilm)
-    shrink_model(pruned, first_k_plan(inv, shape), family)  # no grid point in any dimension
-    attempts = []
-    for _ in range(2):  # a second attempt, profiled and timed afresh, when load skewed the first
-        table = measure(minilm, inputs)
-        dense_ms, pruned_ms = paired_ms(minilm, pruned.eval(), inputs)
-        predicted = table(inv.heads, inv.neurons, inv.hidden) / table(shape["heads"], shape["neurons"], 272)
-        attempts.append((predicted, dense_ms / pruned_ms))
-        assert table.profile_seconds < 60
-        if predicted == pytest.approx(dense_ms / pruned_ms, rel=0.15):
-            break
-    else:
-        pytest.fail(f"predicted vs measured speed-up, per attempt: {attempts}")
 
 
 def _table(head_scale: float) -> LatencyModel:
