@@ -242,6 +242,9 @@ FIGURES: dict[str, Callable[[], str]] = {
     **_steps(43),
     **_steps(44),
     "quality.nd04.mean": lambda: f"{_mean_acc('apt-0.4-no-distill'):.4f}",
+    "quality.nd04.speedup": lambda: (
+        f"{sum(_quality('apt-0.4-no-distill', s)['speedup'] for s in (42, 43, 44)) / 3:.2f}x"
+    ),
     "quality.nd04.of_ft_mean": lambda: f"{_mean_acc('apt-0.4-no-distill') / _mean_acc('full-ft'):.1%}",
     "quality.no_kurtosis.acc": lambda: f"{_acc('apt-0.6-no-kurtosis'):.4f}",
     "quality.no_growth.acc": lambda: f"{_acc('apt-0.6-no-growth'):.4f}",
