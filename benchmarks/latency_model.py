@@ -64,7 +64,8 @@ def main() -> None:
     args = parser.parse_args()
     model, tokenizer = minilm()
     inputs = {k: v for k, v in review_batches(tokenizer, "test", 1)[0].items() if k != "labels"}
-    family, inv = family_for(model), family_for(model).inventory(model)
+    family = family_for(model)
+    inv = family.inventory(model)
     table = measure(model, inputs, align=ALIGN)
     dense = table(inv.heads, inv.neurons, inv.hidden)
     rows = []
