@@ -241,6 +241,9 @@ FIGURES: dict[str, Callable[[], str]] = {
     **_steps(42),
     **_steps(43),
     **_steps(44),
+    "quality.old43.acc": lambda: f"{_quality('apt-0.6-old-distill', 43)['test_accuracy']:.4f}",
+    "quality.old43.base_acc": lambda: f"{_quality('apt-0.6-no-distill', 43)['test_accuracy']:.4f}",
+    "quality.old43.step": partial(_step_to_97, "apt-0.6-old-distill", 43),
     "quality.nd04.mean": lambda: f"{_mean_acc('apt-0.4-no-distill'):.4f}",
     "quality.nd04.speedup": lambda: (
         f"{sum(_quality('apt-0.4-no-distill', s)['speedup'] for s in (42, 43, 44)) / 3:.2f}x"
