@@ -109,20 +109,23 @@ def _validation(method: str) -> list[float]:
     return [point[1] for point in _quality(method)["curve"]]
 
 
-def _time_to_97(method: str, seed: int = 42) -> str:
-    """A seed's wall time to 97% of its full fine-tuning's final validation accuracy (quality.py's
-    rule), or "not reached"."""
+def _first_at_97(method: str, seed: int) -> list | None:
+    """A seed's first curve point at 97% of its full fine-tuning's final validation accuracy
+    (quality.py's rule), or None."""
     threshold = 0.97 * _quality("full-ft", seed)["curve"][-1][1]
-    reached = [point[0] for point in _quality(method, seed)["curve"] if point[1] >= threshold]
-    return f"{reached[0]:,.0f} s" if reached else "not reached"
+    return next((point for point in _quality(method, seed)["curve"] if point[1] >= threshold), None)
+
+
+def _time_to_97(method: str, seed: int = 42) -> str:
+    """The wall time of `_first_at_97`, or "not reached"."""
+    point = _first_at_97(method, seed)
+    return "not reached" if point is None else f"{point[0]:,.0f} s"
 
 
 def _step_to_97(method: str, seed: int) -> str:
-    """The optimizer step of a seed's first evaluation at 97% of its full fine-tuning's final
-    validation accuracy (curve points that carry their step), or "not reached"."""
-    threshold = 0.97 * _quality("full-ft", seed)["curve"][-1][1]
-    reached = [point[2] for point in _quality(method, seed)["curve"] if point[1] >= threshold]
-    return f"step {reached[0]}" if reached else "not reached"
+    """The optimizer step of `_first_at_97` (curve points that carry their step), or "not reached"."""
+    point = _first_at_97(method, seed)
+    return "not reached" if point is None else f"step {point[2]}"
 
 
 def _steps(seed: int) -> dict[str, Callable[[], str]]:

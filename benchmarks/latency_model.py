@@ -32,7 +32,7 @@ ALIGN = 8
 
 def _off_grid(full: int, grid: list[int], fraction: float, step: int, rng: random.Random) -> int:
     """A count between 0.6x and 1.4x `fraction` of `full` (within [step, full]) that is a multiple of
-    `step` and no grid point."""
+    `step` and no grid point (the range's low end when every count in it is one)."""
     low = max(step, math.ceil(0.6 * fraction * full / step) * step)
     high = max(low, min(full, math.floor(1.4 * fraction * full / step) * step))
     choices = [v for v in range(low, high + 1, step) if v not in grid]

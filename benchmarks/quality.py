@@ -347,17 +347,19 @@ def read_rows(methods: list[str], seeds: list[int], epochs: float) -> dict[int, 
     return per_seed
 
 
-def _time_to(curve, threshold: float) -> float | None:
-    """Wall time of the first evaluation at or above `threshold`, or None (curve points are (seconds,
-    accuracy) in rows written before 2026-12-03, (seconds, accuracy, step) since)."""
-    return next((point[0] for point in curve if point[1] >= threshold), None)
+def _first_at(curve, threshold: float) -> list | tuple | None:
+    """The first evaluation at or above `threshold`, or None. Curve points are (seconds, accuracy) in
+    rows written before 2026-12-03, (seconds, accuracy, step) since."""
+    return next((point for point in curve if point[1] >= threshold), None)
 
 
-def _step_to(curve, threshold: float) -> int | str | None:
-    """Optimizer step of the first evaluation at or above `threshold`; None when none reaches it, "n/a"
-    when the point that does carries no step."""
-    point = next((p for p in curve if p[1] >= threshold), None)
-    return None if point is None else point[2] if len(point) > 2 else "n/a"
+def _reached(curve, threshold: float) -> dict:
+    """`time_to_97` (wall time) and `step_to_97` of the first evaluation at `threshold`: None when none
+    reaches it; the step is "n/a" when that point carries none."""
+    point = _first_at(curve, threshold)
+    if point is None:
+        return {"time_to_97": None, "step_to_97": None}
+    return {"time_to_97": point[0], "step_to_97": point[2] if len(point) > 2 else "n/a"}
 
 
 def _thresholds(per_seed: dict[int, dict[str, dict]]) -> dict[int, float]:
@@ -374,12 +376,10 @@ def with_time_to_97(per_seed: dict[int, dict[str, dict]]) -> dict[int, dict[str,
     """Copies of the rows with `time_to_97` and `step_to_97` added (None when not reached, or without
     any full-ft row)."""
     thresholds = _thresholds(per_seed)
+    missing = {"time_to_97": None, "step_to_97": None}
 
     def reached(row: dict, seed: int) -> dict:
-        if not thresholds:
-            return {"time_to_97": None, "step_to_97": None}
-        curve, threshold = row["curve"], thresholds[seed]
-        return {"time_to_97": _time_to(curve, threshold), "step_to_97": _step_to(curve, threshold)}
+        return _reached(row["curve"], thresholds[seed]) if thresholds else missing
 
     return {s: {n: {**r, **reached(r, s)} for n, r in rows.items()} for s, rows in per_seed.items()}
 

@@ -32,10 +32,11 @@ def classification_metrics(
     true, predicted = Counter(labels), Counter(predictions)
     hits = Counter(y for y, p in zip(labels, predictions, strict=True) if y == p)
     averaged = sorted(true | predicted) if classes is None else list(classes)
+    correct = hits.total()
     return {
-        "accuracy": hits.total() / len(labels),
+        "accuracy": correct / len(labels),
         "macro_f1": sum(_f1(hits[k], true[k], predicted[k]) for k in averaged) / len(averaged),
-        "mcc": _mcc(hits.total(), len(labels), true, predicted),
+        "mcc": _mcc(correct, len(labels), true, predicted),
         "n": float(len(labels)),
     }
 
