@@ -43,9 +43,16 @@ def test_paired_ms_alternates_the_models_and_tells_them_apart():
     log: list[str] = []
     slow, fast = Recorder("slow", log, 0.004), Recorder("fast", log, 0.0)
     slow_ms, fast_ms = paired_ms(slow, fast, {"input_ids": torch.zeros(1)}, rounds=3)
-    blocks = [log[i] for i in range(0, len(log), 8)]  # each round: 3 warm-up + 5 timed calls per model
-    assert blocks == ["slow", "fast"] * 3
+    # the first round: 3 warm-up + 5 timed calls per model; later rounds: 1 warm-up + 5 timed calls
+    first, later = (["slow"] * n + ["fast"] * n for n in (8, 6))
+    assert log == first + later * 2
     assert slow_ms > 3.5 > fast_ms
+
+
+def test_a_spent_budget_stops_paired_rounds_after_the_second():
+    log: list[str] = []
+    paired_ms(Recorder("a", log, 0.0), Recorder("b", log, 0.0), {"input_ids": torch.zeros(1)}, budget_s=0.0)
+    assert len(log) == 2 * 8 + 2 * 6  # two rounds of the six asked for
 
 
 def test_blocked_ms_times_a_forward_pass():

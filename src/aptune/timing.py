@@ -81,7 +81,11 @@ def median_ms(
 
 
 def inference_ms(
-    model: nn.Module, inputs: dict[str, torch.Tensor], runs: int = 20, budget_s: float | None = 20.0
+    model: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    runs: int = 20,
+    budget_s: float | None = 20.0,
+    warmup: int = 3,
 ) -> float:
     """Median forward time of `model` on `inputs` (inference mode, model's device); see `median_ms`."""
     device = next(model.parameters()).device
@@ -89,7 +93,7 @@ def inference_ms(
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        ms = median_ms(lambda: model(**inputs), device, runs=runs, budget_s=budget_s)
+        ms = median_ms(lambda: model(**inputs), device, warmup=warmup, runs=runs, budget_s=budget_s)
     model.train(was_training)
     return ms
 
@@ -104,12 +108,14 @@ def paired_ms(
     """Forward times of two models on `inputs`, measured in alternating rounds (each a median of 5
     runs) and reduced to the median round: drift of the machine (clock, other load, the state the
     process is in) falls on both alike, where two timings one after the other can differ by 20%.
-    Slow models get fewer rounds (at least 2) so the whole takes about `budget_s`."""
+    Each model warms up with 3 calls in the first round and 1 call in every later one (its weights
+    are then back in the caches). Slow models get fewer rounds (at least 2) so the whole takes about
+    `budget_s`."""
     times: tuple[list[float], list[float]] = ([], [])
     started = time.perf_counter()
     for i in range(rounds):
         for model, out in zip((first, second), times, strict=True):
-            out.append(inference_ms(model, inputs, runs=5, budget_s=None))
+            out.append(inference_ms(model, inputs, runs=5, budget_s=None, warmup=3 if i == 0 else 1))
         if i >= 1 and (time.perf_counter() - started) * (i + 2) / (i + 1) > budget_s:
             break
     return statistics.median(times[0]), statistics.median(times[1])

@@ -31,38 +31,55 @@ def _train(out: Path, processes: int, *extra: str) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_two_processes_agree_write_once_and_match_one_process(tmp_path, tiny_model_dir):
-    model = f"model.name_or_path={tiny_model_dir}"
-    two = _train(tmp_path / "two", 2, model)
-    one = _train(tmp_path / "one", 1, model)
+CHECKPOINTS = ["train.checkpoint_every=2", "train.keep_checkpoints=8"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[int, tuple[Path, dict]]:
+    """Real MiniLM trained on 2 processes and on 1 (same global batch): output folder and metrics."""
+    root = tmp_path_factory.mktemp("runs")
+    return {n: (root / str(n), _train(root / str(n), n, *CHECKPOINTS)) for n in (2, 1)}
+
+
+def test_two_processes_agree_write_once_and_match_one_process(runs, capsys):
+    """Same global batch: every replica check passes, one process writes, and the result has the
+    target sparsity and the files of a one-process run; the accuracy difference is printed."""
+    (two_dir, two), (one_dir, one) = runs[2], runs[1]
     assert two["processes"] == 2 and "processes" not in one
     # every re-plan's mask targets and adapter ranks, and the final weights, matched across processes
     replans = 5  # steps 2, 4, 6, 8 and the end (10)
     assert two["replica_checks"] == 2 * replans + 1
     assert two["sparsity"] >= 0.5 and one["sparsity"] >= 0.5
+    assert abs(two["sparsity"] - one["sparsity"]) < 0.02
     assert two["test"]["n"] == one["test"]["n"] == 64  # evaluation gathered from both shards
-    lines = [json.loads(line) for line in (tmp_path / "two" / "history.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (two_dir / "history.jsonl").read_text().splitlines()]
     steps = [line["step"] for line in lines if not line.get("final")]
     assert steps == sorted(set(steps))  # each history line written once
-    assert len(lines) == len((tmp_path / "one" / "history.jsonl").read_text().splitlines())
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
-        p.name for p in (tmp_path / "one").iterdir()
-    )
+    assert len(lines) == len((one_dir / "history.jsonl").read_text().splitlines())
+    assert sorted(p.name for p in two_dir.iterdir()) == sorted(p.name for p in one_dir.iterdir())
+    diff = two["test"]["accuracy"] - one["test"]["accuracy"]
+    with capsys.disabled():
+        print(
+            f"\nMiniLM, 64 test reviews: 1 process {one['test']['accuracy']:.4f}, "
+            f"2 processes {two['test']['accuracy']:.4f} (difference {diff:+.4f})"
+        )
+    assert abs(diff) <= 0.1
 
 
-def test_two_processes_resume_from_a_checkpoint(tmp_path, tiny_model_dir):
+def test_two_processes_resume_from_a_checkpoint(runs, tmp_path):
     """A two-process run cut back to a checkpoint inside the pruning window resumes on two
     processes: the processes stay identical (every replica check passes) and reach the target."""
-    extra = [f"model.name_or_path={tiny_model_dir}", "train.checkpoint_every=2", "train.keep_checkpoints=8"]
-    full = _train(tmp_path / "run", 2, *extra)
-    for checkpoint in (tmp_path / "run" / "checkpoints").glob("step-*"):
+    full_dir, full = runs[2]
+    run = shutil.copytree(full_dir, tmp_path / "run")
+    for checkpoint in (run / "checkpoints").glob("step-*"):
         if int(checkpoint.name[5:]) > 6:
             shutil.rmtree(checkpoint)
-    shutil.rmtree(tmp_path / "run" / "model")
-    argv = [sys.executable, "-m", "aptune", "train", "--resume", str(tmp_path / "run"), "--no-progress"]
+    shutil.rmtree(run / "model")
+    (run / "metrics.json").unlink()
+    argv = [sys.executable, "-m", "aptune", "train", "--resume", str(run), "--no-progress"]
     done = subprocess.run([*argv, "--num-processes", "2"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    resumed = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    resumed = json.loads((run / "metrics.json").read_text())
     assert resumed["processes"] == 2 and resumed["replica_checks"] == 2 * 3 + 1  # re-plans 6, 8, 10; final
     assert resumed["sparsity"] == full["sparsity"] and resumed["shapes"] == full["shapes"]
 
@@ -92,19 +109,3 @@ def test_the_consistency_guard_stops_every_process(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     for rank in (0, 1):
         assert f"rank {rank} stopped: the 2 processes hold different mask targets at step 7" in done.stdout
-
-
-@pytest.mark.parametrize("processes", [2])
-def test_real_minilm_one_vs_two_processes(tmp_path, processes, capsys):
-    """Same global batch: same target sparsity; the accuracy difference is printed for the record."""
-    two = _train(tmp_path / "two", processes)
-    one = _train(tmp_path / "one", 1)
-    assert two["sparsity"] >= 0.5 and one["sparsity"] >= 0.5
-    assert abs(two["sparsity"] - one["sparsity"]) < 0.02
-    diff = two["test"]["accuracy"] - one["test"]["accuracy"]
-    with capsys.disabled():
-        print(
-            f"\nMiniLM, 64 test reviews: 1 process {one['test']['accuracy']:.4f}, "
-            f"{processes} processes {two['test']['accuracy']:.4f} (difference {diff:+.4f})"
-        )
-    assert abs(diff) <= 0.1

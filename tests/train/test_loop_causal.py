@@ -47,7 +47,8 @@ def _history(run_dir):
 
 @pytest.mark.slow
 def test_classification_as_generation_prunes_and_exports(tiny_llama_dir, tmp_path):
-    cfg = _cfg(tiny_llama_dir, "data.label_words=[bad, good]", "train.measure_speed=true")
+    speed = ["train.measure_speed=true", "train.speed_budget_s=1"]  # two timing rounds
+    cfg = _cfg(tiny_llama_dir, "data.label_words=[bad, good]", *speed)
     result = train(cfg, tmp_path / "run", progress=False)
     m = result.metrics
     assert m["metric"] == "accuracy" and m["test"]["n"] == 32

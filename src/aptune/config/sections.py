@@ -258,6 +258,12 @@ class TrainConfig(Section):
         "At the end, time the exported model against the dense original on 32 test inputs "
         "(reloads the original model).",
     )
+    speed_budget_s: float = option(
+        30.0,
+        "About how many seconds that timing may take: the two models are timed in up to 6 "
+        "alternating rounds, fewer (at least 2) when their forward passes are slow.",
+        gt(0),
+    )
     gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass to save memory.")
     hold_freed_memory: bool = option(
         True,

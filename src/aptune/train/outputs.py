@@ -171,7 +171,7 @@ def inference(cfg: AptuneConfig, run: AptRun) -> dict[str, object]:
     inputs = run.objective.timing_inputs(run.tokenizer, 32, cfg.data.max_length)
     dense, _ = load_model(cfg.model, run.objective)
     dense.to(run.acc.device)
-    dense_ms, pruned_ms = paired_ms(dense, run.model, inputs)
+    dense_ms, pruned_ms = paired_ms(dense, run.model, inputs, budget_s=cfg.train.speed_budget_s)
     del dense
     kept = run.family.inventory(run.model).prunable_params()
     before = run.pruner.initial_params if run.pruner else kept
