@@ -21,11 +21,14 @@ SENTENCE = "The film was a quiet, moving portrait of a family."
 
 @pytest.fixture(scope="module")
 def smollm2_cache(tmp_path_factory):
-    """A cache root with SmolLM2 converted into it once for the whole module; returns (root, model dir)."""
+    """A cache root with SmolLM2 converted into it once for the whole module; returns (root, model dir,
+    the (model, tokenizer) pairs transformers loaded from the GGUF file for that conversion)."""
     root = tmp_path_factory.mktemp("aptune-cache")
+    loaded, load = [], assets._load_gguf
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("APTUNE_CACHE", str(root))
-        return root, builtin_model_path("smollm2")
+        mp.setattr(assets, "_load_gguf", lambda gguf_file: loaded.append(load(gguf_file)) or loaded[-1])
+        return root, builtin_model_path("smollm2"), loaded
 
 
 @pytest.fixture
@@ -36,7 +39,7 @@ def empty_cache(tmp_path, monkeypatch):
 
 @needs_smollm2
 def test_smollm2_converts_to_a_plain_llama_checkpoint(smollm2_cache):
-    root, path = smollm2_cache
+    root, path, _ = smollm2_cache
     assert path.parent == root
     assert sorted(p.name for p in root.iterdir()) == [path.name]  # no temporary directory left over
     assert (path / "model.safetensors").is_file()
@@ -53,13 +56,10 @@ def test_smollm2_converts_to_a_plain_llama_checkpoint(smollm2_cache):
 
 @needs_smollm2
 def test_smollm2_logits_match_the_gguf_model(smollm2_cache):
-    _, path = smollm2_cache
-    gguf_file = assets.smollm2_gguf_file()
-    source = str(gguf_file.parent)
-    reference = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file.name).eval()
-    reference_ids = transformers.AutoTokenizer.from_pretrained(source, gguf_file=gguf_file.name)(
-        SENTENCE, return_tensors="pt"
-    )["input_ids"]
+    _, path, loaded = smollm2_cache
+    ((reference, reference_tokenizer),) = loaded  # as transformers dequantised it, before the conversion
+    reference.eval()
+    reference_ids = reference_tokenizer(SENTENCE, return_tensors="pt")["input_ids"]
     model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
     ids = transformers.AutoTokenizer.from_pretrained(path)(SENTENCE, return_tensors="pt")["input_ids"]
     assert torch.equal(ids, reference_ids)
@@ -69,7 +69,7 @@ def test_smollm2_logits_match_the_gguf_model(smollm2_cache):
 
 @needs_smollm2
 def test_smollm2_tokenizer_round_trips(smollm2_cache):
-    _, path = smollm2_cache
+    _, path, _ = smollm2_cache
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     assert tokenizer.eos_token is not None and tokenizer.eos_token_id is not None
     ids = tokenizer(SENTENCE, add_special_tokens=False)["input_ids"]
@@ -79,7 +79,7 @@ def test_smollm2_tokenizer_round_trips(smollm2_cache):
 
 @needs_smollm2
 def test_smollm2_second_call_reuses_the_cache(smollm2_cache, monkeypatch):
-    root, path = smollm2_cache
+    root, path, _ = smollm2_cache
     monkeypatch.setenv("APTUNE_CACHE", str(root))
     weights = (path / "model.safetensors").stat().st_mtime_ns
 

@@ -287,7 +287,7 @@ def test_end_to_end_real_minilm_on_real_reviews(tmp_path, capsys):
         "train", CONFIG, "--output-dir", str(out), "--no-progress", "--set",
         "train.max_steps=24", "train.batch_size=16", "data.max_train_samples=384", "data.max_eval_samples=64",
         "data.max_length=48", "pruning.update_frequency=4", "pruning.mask_decay_rate=0.25",
-        "pruning.start_step=4", "pruning.end_step=14", "train.eval_every=12",
+        "pruning.start_step=4", "pruning.end_step=14", "train.eval_every=12", "train.speed_budget_s=1",
     ]  # fmt: skip
     assert main(argv) == 0
     assert "test accuracy" in capsys.readouterr().out

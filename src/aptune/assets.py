@@ -89,15 +89,23 @@ def _smollm2_path() -> Path:
     return target
 
 
+def _load_gguf(gguf_file: Path) -> tuple[object, object]:
+    """The GGUF model, dequantised by transformers, and its tokenizer."""
+    import transformers
+
+    source, name = str(gguf_file.parent), gguf_file.name
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):  # silence the tqdm bars
+        model = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=name)
+        return model, transformers.AutoTokenizer.from_pretrained(source, gguf_file=name)
+
+
 def _convert_smollm2(gguf_file: Path, out: Path) -> None:
     """Dequantise the GGUF model and save it, with its tokenizer, as a plain fp32 checkpoint in `out`."""
     import torch
     import transformers
 
-    source, name = str(gguf_file.parent), gguf_file.name
-    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):  # silence the tqdm bars
-        gguf_model = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=name)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source, gguf_file=name)
+    gguf_model, tokenizer = _load_gguf(gguf_file)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
         config = gguf_model.config
         del config.quantization_config  # transformers refuses to save a GGUF-quantised model
         config.dtype = torch.float32

@@ -56,6 +56,11 @@ def test_rejects_mismatched_or_empty(labels, predictions):
         classification_metrics(labels, predictions)
 
 
+def test_rejects_an_empty_class_list():
+    with pytest.raises(ValueError, match="at least one class"):
+        classification_metrics([0, 1], [0, 1], classes=[])
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 3), st.integers(-1, 3)), min_size=1, max_size=40),

@@ -21,7 +21,7 @@ def classification_metrics(
     ``n`` (the number of examples).
 
     Raises:
-        ValueError: if the two sequences differ in length or are empty.
+        ValueError: if the two sequences differ in length or are empty, or ``classes`` is empty.
     """
     labels, predictions = [int(y) for y in labels], [int(p) for p in predictions]
     if len(labels) != len(predictions) or not labels:
@@ -32,6 +32,8 @@ def classification_metrics(
     true, predicted = Counter(labels), Counter(predictions)
     hits = Counter(y for y, p in zip(labels, predictions, strict=True) if y == p)
     averaged = sorted(true | predicted) if classes is None else list(classes)
+    if not averaged:
+        raise ValueError("classification_metrics needs at least one class to average F1 over, got classes=[]")
     correct = hits.total()
     return {
         "accuracy": correct / len(labels),
