@@ -10,8 +10,12 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import AptuneError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 BUILTIN_PREFIX = "builtin:"
 _INSTALL = {
@@ -89,7 +93,7 @@ def _smollm2_path() -> Path:
     return target
 
 
-def _load_gguf(gguf_file: Path) -> tuple[object, object]:
+def _load_gguf(gguf_file: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The GGUF model, dequantised by transformers, and its tokenizer."""
     import transformers
 

@@ -260,8 +260,8 @@ class TrainConfig(Section):
     )
     speed_budget_s: float = option(
         30.0,
-        "About how many seconds that timing may take: the two models are timed in up to 6 "
-        "alternating rounds, fewer (at least 2) when their forward passes are slow.",
+        "About how many seconds the measure_speed timing may take: the two models are timed in up "
+        "to 6 alternating rounds, fewer (at least 2) when their forward passes are slow.",
         gt(0),
     )
     gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass to save memory.")
