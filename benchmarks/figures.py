@@ -83,10 +83,14 @@ def _smollm2(method: str) -> dict:
     return _row("smollm2", method=method)
 
 
+def _quality_path(method: str, seed: int, epochs: int = 3) -> Path:
+    """Where the quality suite commits `method`'s row for `seed` (benchmarks/quality.py)."""
+    return RESULTS / "quality-rows" / f"epochs-{epochs}" / f"seed-{seed}" / f"{method}.json"
+
+
 def _quality(method: str, seed: int = 42, epochs: int = 3) -> dict:
-    """The committed quality-suite row of `method` (benchmarks/quality.py)."""
-    path = RESULTS / "quality-rows" / f"epochs-{epochs}" / f"seed-{seed}" / f"{method}.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+    """The committed quality-suite row of `method`."""
+    return json.loads(_quality_path(method, seed, epochs).read_text(encoding="utf-8"))
 
 
 def _quality_table() -> str:
@@ -95,22 +99,23 @@ def _quality_table() -> str:
     return "\n" + files[-1].read_text(encoding="utf-8").split("\n", 2)[2].strip() + "\n"
 
 
-def _mean_acc(method: str, seeds: tuple[int, ...] = (42, 43, 44)) -> float:
+def _seeds_of(method: str) -> list[int]:
+    """The seeds (of 42, 43, 44) with a committed 3-epoch row of `method`."""
+    return [s for s in (42, 43, 44) if _quality_path(method, s).is_file()]
+
+
+def _mean_acc(method: str) -> float:
     """Mean test accuracy of `method` over the seeds that have its row."""
-    found = [RESULTS / "quality-rows" / "epochs-3" / f"seed-{s}" / f"{method}.json" for s in seeds]
-    values = [json.loads(f.read_text(encoding="utf-8"))["test_accuracy"] for f in found if f.is_file()]
-    return sum(values) / len(values)
+    return statistics.mean(_quality(method, s)["test_accuracy"] for s in _seeds_of(method))
 
 
 def _paired_points(method: str, base: str = "apt-0.6-no-distill") -> str:
-    """Mean ± sample standard deviation, over the seeds with both rows, of `method`'s test accuracy
+    """Mean ± sample standard deviation, over the seeds with `method`'s row, of its test accuracy
     minus `base`'s on the same seed, in points."""
-    seeds = [
-        s
-        for s in (42, 43, 44)
-        if (RESULTS / "quality-rows" / "epochs-3" / f"seed-{s}" / f"{method}.json").is_file()
+    diffs = [
+        100 * (_quality(method, s)["test_accuracy"] - _quality(base, s)["test_accuracy"])
+        for s in _seeds_of(method)
     ]
-    diffs = [100 * (_quality(method, s)["test_accuracy"] - _quality(base, s)["test_accuracy"]) for s in seeds]
     return f"{statistics.mean(diffs):+.1f} ± {statistics.stdev(diffs):.1f}"
 
 

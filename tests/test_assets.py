@@ -25,9 +25,14 @@ def smollm2_cache(tmp_path_factory):
     the (model, tokenizer) pairs transformers loaded from the GGUF file for that conversion)."""
     root = tmp_path_factory.mktemp("aptune-cache")
     loaded, load = [], assets._load_gguf
+
+    def recorded_load(gguf_file):
+        loaded.append(load(gguf_file))
+        return loaded[-1]
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("APTUNE_CACHE", str(root))
-        mp.setattr(assets, "_load_gguf", lambda gguf_file: loaded.append(load(gguf_file)) or loaded[-1])
+        mp.setattr(assets, "_load_gguf", recorded_load)
         return root, builtin_model_path("smollm2"), loaded
 
 

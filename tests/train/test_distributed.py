@@ -20,6 +20,7 @@ SETTINGS = [
     "pruning.update_frequency=2", "pruning.mask_decay_rate=0.5", "pruning.target_sparsity=0.5",
     "train.measure_speed=false",
 ]  # fmt: skip
+CHECKPOINTS = ["train.checkpoint_every=2", "train.keep_checkpoints=8"]  # the resume test cuts back to step 6
 
 
 def _train(out: Path, processes: int, *extra: str) -> dict:
@@ -29,9 +30,6 @@ def _train(out: Path, processes: int, *extra: str) -> dict:
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("results in") == 1  # one process reports
     return json.loads((out / "metrics.json").read_text())
-
-
-CHECKPOINTS = ["train.checkpoint_every=2", "train.keep_checkpoints=8"]
 
 
 @pytest.fixture(scope="module")
