@@ -104,9 +104,10 @@ def _seeds_of(method: str) -> list[int]:
     return [s for s in (42, 43, 44) if _quality_path(method, s).is_file()]
 
 
-def _mean_acc(method: str) -> float:
-    """Mean test accuracy of `method` over the seeds that have its row."""
-    return statistics.mean(_quality(method, s)["test_accuracy"] for s in _seeds_of(method))
+def _seed_mean(method: str, key: str = "test_accuracy") -> float:
+    """Mean of a row field (test accuracy unless `key` says otherwise) of `method` over the seeds that
+    have its row."""
+    return statistics.mean(_quality(method, s)[key] for s in _seeds_of(method))
 
 
 def _paired_points(method: str, base: str = "apt-0.6-no-distill") -> str:
@@ -117,6 +118,12 @@ def _paired_points(method: str, base: str = "apt-0.6-no-distill") -> str:
         for s in _seeds_of(method)
     ]
     return f"{statistics.mean(diffs):+.1f} ± {statistics.stdev(diffs):.1f}"
+
+
+def _latency_kept() -> str:
+    """The range of prunable weights the latency benchmark's held-out shapes keep, e.g. "5-66%"."""
+    kept = [r["prunable_kept"] for r in latest("latency-model")["shapes"]]
+    return f"{100 * min(kept):.0f}-{max(kept):.0%}"
 
 
 def _acc(method: str) -> float:
@@ -228,9 +235,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "demo.speedup": lambda: f"{latest('demo')['speedup']:.2f}x",
     "quality.table": _quality_table,
     "latency_model.shapes": lambda: str(len(latest("latency-model")["shapes"])),
-    "latency_model.kept": lambda: "{:.0%}-{:.0%}".format(
-        *(f(r["prunable_kept"] for r in latest("latency-model")["shapes"]) for f in (min, max))
-    ).replace("%-", "-"),
+    "latency_model.kept": _latency_kept,
     "latency_model.mean_error": lambda: f"{latest('latency-model')['mean_abs_error']:.1%}",
     "latency_model.max_error": lambda: f"{latest('latency-model')['max_abs_error']:.1%}",
     "quality.ft.acc": lambda: f"{_acc('full-ft'):.4f}",
@@ -243,7 +248,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.no_distill.speedup": lambda: f"{_quality('apt-0.6-no-distill')['speedup']:.1f}x",
     "quality.distill_cost": lambda: f"{100 * (_acc('apt-0.6-no-distill') - _acc('apt-0.6')):.1f}",
     "quality.distill_cost_mean": lambda: (
-        f"{100 * (_mean_acc('apt-0.6-no-distill') - _mean_acc('apt-0.6')):.1f}"
+        f"{100 * (_seed_mean('apt-0.6-no-distill') - _seed_mean('apt-0.6')):.1f}"
     ),
     "quality.apt.best_val": lambda: f"{max(_validation('apt-0.6')):.3f}",
     "quality.apt.low_val": lambda: f"{min(_validation('apt-0.6')):.3f}",
@@ -251,9 +256,11 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.unmasked.acc": lambda: f"{_acc('apt-0.6-teacher-unmasked'):.4f}",
     "quality.unmasked.low_val": lambda: f"{_low_after_best('apt-0.6-teacher-unmasked'):.3f}",
     "quality.old_distill.acc": lambda: f"{_acc('apt-0.6-old-distill'):.4f}",
-    "quality.no_distill.mean": lambda: f"{_mean_acc('apt-0.6-no-distill'):.4f}",
-    "quality.ft.mean": lambda: f"{_mean_acc('full-ft'):.4f}",
-    "quality.no_distill.of_ft_mean": lambda: f"{_mean_acc('apt-0.6-no-distill') / _mean_acc('full-ft'):.1%}",
+    "quality.no_distill.mean": lambda: f"{_seed_mean('apt-0.6-no-distill'):.4f}",
+    "quality.ft.mean": lambda: f"{_seed_mean('full-ft'):.4f}",
+    "quality.no_distill.of_ft_mean": lambda: (
+        f"{_seed_mean('apt-0.6-no-distill') / _seed_mean('full-ft'):.1%}"
+    ),
     **_pair(42),
     **_pair(43),
     **_pair(44),
@@ -265,16 +272,14 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.old43.acc": lambda: f"{_quality('apt-0.6-old-distill', 43)['test_accuracy']:.4f}",
     "quality.old43.base_acc": lambda: f"{_quality('apt-0.6-no-distill', 43)['test_accuracy']:.4f}",
     "quality.old43.step": partial(_step_to_97, "apt-0.6-old-distill", 43),
-    "quality.nd04.mean": lambda: f"{_mean_acc('apt-0.4-no-distill'):.4f}",
-    "quality.nd04.speedup": lambda: (
-        f"{sum(_quality('apt-0.4-no-distill', s)['speedup'] for s in (42, 43, 44)) / 3:.2f}x"
-    ),
-    "quality.nd04.of_ft_mean": lambda: f"{_mean_acc('apt-0.4-no-distill') / _mean_acc('full-ft'):.1%}",
+    "quality.nd04.mean": lambda: f"{_seed_mean('apt-0.4-no-distill'):.4f}",
+    "quality.nd04.speedup": lambda: f"{_seed_mean('apt-0.4-no-distill', 'speedup'):.2f}x",
+    "quality.nd04.of_ft_mean": lambda: f"{_seed_mean('apt-0.4-no-distill') / _seed_mean('full-ft'):.1%}",
     "quality.no_kurtosis.acc": lambda: f"{_acc('apt-0.6-no-kurtosis'):.4f}",
     "quality.no_growth.acc": lambda: f"{_acc('apt-0.6-no-growth'):.4f}",
-    "quality.nd_no_kurtosis.mean": lambda: f"{_mean_acc('apt-0.6-no-distill-no-kurtosis'):.4f}",
+    "quality.nd_no_kurtosis.mean": lambda: f"{_seed_mean('apt-0.6-no-distill-no-kurtosis'):.4f}",
     "quality.nd_no_kurtosis.diff": partial(_paired_points, "apt-0.6-no-distill-no-kurtosis"),
-    "quality.nd_no_growth.mean": lambda: f"{_mean_acc('apt-0.6-no-distill-no-growth'):.4f}",
+    "quality.nd_no_growth.mean": lambda: f"{_seed_mean('apt-0.6-no-distill-no-growth'):.4f}",
     "quality.nd_no_growth.diff": partial(_paired_points, "apt-0.6-no-distill-no-growth"),
     "quality.apt04.acc": lambda: f"{_acc('apt-0.4'):.4f}",
     "quality.apt08.acc": lambda: f"{_acc('apt-0.8'):.4f}",

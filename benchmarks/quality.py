@@ -353,10 +353,10 @@ def _first_at(curve, threshold: float) -> list | tuple | None:
     return next((point for point in curve if point[1] >= threshold), None)
 
 
-def _reached(curve, threshold: float) -> dict:
+def _reached(curve, threshold: float | None) -> dict:
     """`time_to_97` (wall time) and `step_to_97` of the first evaluation at `threshold`: None when none
-    reaches it; the step is "n/a" when that point carries none."""
-    point = _first_at(curve, threshold)
+    reaches it or there is no threshold; the step is "n/a" when that point carries none."""
+    point = None if threshold is None else _first_at(curve, threshold)
     if point is None:
         return {"time_to_97": None, "step_to_97": None}
     return {"time_to_97": point[0], "step_to_97": point[2] if len(point) > 2 else "n/a"}
@@ -376,12 +376,10 @@ def with_time_to_97(per_seed: dict[int, dict[str, dict]]) -> dict[int, dict[str,
     """Copies of the rows with `time_to_97` and `step_to_97` added (None when not reached, or without
     any full-ft row)."""
     thresholds = _thresholds(per_seed)
-    missing = {"time_to_97": None, "step_to_97": None}
-
-    def reached(row: dict, seed: int) -> dict:
-        return _reached(row["curve"], thresholds[seed]) if thresholds else missing
-
-    return {s: {n: {**r, **reached(r, s)} for n, r in rows.items()} for s, rows in per_seed.items()}
+    return {
+        s: {n: {**r, **_reached(r["curve"], thresholds.get(s))} for n, r in rows.items()}
+        for s, rows in per_seed.items()
+    }
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
