@@ -60,20 +60,24 @@ CONFIG = Path(__file__).parents[1] / "configs" / "minilm-rotten-tomatoes.yaml"
 ROWS = RESULTS / "quality-rows"
 LORA_MODEL = "lora-merged.safetensors"
 DISTILL = ["distill.enabled=true"]
+# the reference's teacher choice: a teacher keeps the validation score it had when it was chosen
+REFERENCE = [*DISTILL, "distill.rescore_teacher=false"]
 NO_DISTILL = ["distill.enabled=false", "pruning.target_sparsity=0.6"]  # the built-in config's protocol
 APT = {
-    "apt-0.4": [*DISTILL, "pruning.target_sparsity=0.4"],
-    "apt-0.6": [*DISTILL, "pruning.target_sparsity=0.6"],
-    "apt-0.8": [*DISTILL, "pruning.target_sparsity=0.8"],
-    "apt-0.6-no-kurtosis": [*DISTILL, "pruning.target_sparsity=0.6", "pruning.use_kurtosis=false"],
-    "apt-0.6-no-growth": [*DISTILL, "pruning.target_sparsity=0.6", "tuning.enabled=false"],
+    "apt-0.4": [*REFERENCE, "pruning.target_sparsity=0.4"],
+    "apt-0.6": [*REFERENCE, "pruning.target_sparsity=0.6"],
+    "apt-0.8": [*REFERENCE, "pruning.target_sparsity=0.8"],
+    "apt-0.6-no-kurtosis": [*REFERENCE, "pruning.target_sparsity=0.6", "pruning.use_kurtosis=false"],
+    "apt-0.6-no-growth": [*REFERENCE, "pruning.target_sparsity=0.6", "tuning.enabled=false"],
+    # the teacher is scored again under the current masks before the student is compared with it
+    "apt-0.6-rescore": [*DISTILL, "pruning.target_sparsity=0.6"],
     "apt-0.6-no-distill": NO_DISTILL,
     "apt-0.4-no-distill": ["distill.enabled=false", "pruning.target_sparsity=0.4"],
     "apt-0.6-no-distill-no-kurtosis": [*NO_DISTILL, "pruning.use_kurtosis=false"],
     "apt-0.6-no-distill-no-growth": [*NO_DISTILL, "tuning.enabled=false"],
     # the pruning window ends at 40% of the steps instead of 60%: longer recovery at the final size
     "apt-0.6-no-distill-early": [*NO_DISTILL, "pruning.end_step=0.4"],
-    "apt-0.6-teacher-unmasked": [*DISTILL, "pruning.target_sparsity=0.6", "distill.teacher_masks=false"],
+    "apt-0.6-teacher-unmasked": [*REFERENCE, "pruning.target_sparsity=0.6", "distill.teacher_masks=false"],
     "apt-0.6-old-distill": [
         *DISTILL,
         "pruning.target_sparsity=0.6",

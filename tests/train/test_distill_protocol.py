@@ -29,6 +29,7 @@ SETTINGS = [
 ]  # fmt: skip
 REPLANS = [4, 8, 12, 16]  # window [4, 16], every 4 steps
 RECOVERY = 24  # distillation ends at step 16 + round(0.5 * 14) = 23
+NO_RESCORE = "distill.rescore_teacher=false"  # the reference: a teacher keeps the score it was chosen at
 
 
 def _run(model_dir, *extra) -> AptRun:
@@ -57,7 +58,7 @@ def _steps(run: AptRun, first: int, last: int, on_step=None) -> None:
 
 
 def test_teacher_changes_only_on_a_validation_improvement_inside_the_window(tiny_model_dir):
-    run = _run(tiny_model_dir)
+    run = _run(tiny_model_dir, NO_RESCORE)
     assert run.recovery_start == RECOVERY
     _scripted(run, [0.5, 0.4, 0.6, 0.6, 0.7])  # at the re-plans 4, 8, 12, 16, then recovery
     seen = {}
@@ -74,8 +75,40 @@ def test_teacher_changes_only_on_a_validation_improvement_inside_the_window(tiny
     assert all(seen[s] == (second, 0.6) for s in range(16, RECOVERY - 1))  # frozen after the window
 
 
-def test_teacher_is_sliced_with_the_model_not_taken_again(tiny_model_dir):
+def test_a_rescored_teacher_gives_way_once_the_student_beats_it_at_the_current_sparsity(tiny_model_dir):
     run = _run(tiny_model_dir)
+    # per re-plan the student's score, then (from step 8, when a teacher is held) the teacher's
+    scores = iter([0.5, 0.4, 0.3, 0.45, 0.5, 0.5, 0.5])
+    seen_weights = []
+
+    def evaluate(split):
+        seen_weights.append([p.detach().clone() for p in run.trainable()])
+        return {"accuracy": next(scores)}
+
+    run.evaluate = evaluate
+    seen = {}
+    _steps(
+        run,
+        0,
+        16,
+        lambda step: seen.__setitem__(step, (run.distill.teacher.snapshot, run.distill.teacher.score)),
+    )
+    first, second = seen[4][0], seen[8][0]
+    assert seen[4][1] == 0.5
+    assert second is not first and seen[8][1] == 0.4  # 0.4 beats the old teacher's 0.3 of now
+    assert seen[12] == (second, 0.5) and seen[16] == (second, 0.5)  # the teacher's own 0.5 stands
+    assert len(seen_weights) == 7  # one evaluation at step 4, two at each later re-plan
+    student_8, teacher_8 = seen_weights[1:3]
+    assert _same(teacher_8, first.values)  # the teacher's pass ran the teacher's weights
+    assert not _same(student_8, teacher_8)
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_teacher_is_sliced_with_the_model_not_taken_again(tiny_model_dir):
+    run = _run(tiny_model_dir, NO_RESCORE)
     _scripted(run, [0.5, 0.6, 0.1, 0.1, 0.1])  # the teacher of step 8 stays
     _steps(run, 0, 8)
     teacher = run.distill.teacher.snapshot
@@ -110,7 +143,7 @@ def test_latest_protocol_takes_a_new_teacher_at_every_replan(tiny_model_dir):
 
 
 def test_recovery_restores_the_best_state_after_pruning_with_a_fresh_optimizer(tiny_model_dir):
-    run = _run(tiny_model_dir)
+    run = _run(tiny_model_dir, NO_RESCORE)
     _scripted(run, [0.5, 0.5, 0.5, 0.5, 0.6, 0.9, 0.7, 0.65])
     copies = {}
 

@@ -191,6 +191,13 @@ class DistillConfig(Section):
         "checked at every re-plan of the pruning window (one evaluation each), frozen after it, and "
         "sliced when the model shrinks. 'latest': a new snapshot at every re-plan and shrink.",
     )
+    rescore_teacher: bool = option(
+        True,
+        "With teacher 'best': before each offer, score the held teacher again as it runs now (the "
+        "current masks and shapes) and let the student replace it if it beats that score. Off (the "
+        "reference): the student must beat the score the teacher had when it was chosen, at a lower "
+        "sparsity. Costs one more evaluation per re-plan.",
+    )
     teacher_masks: bool = option(
         True,
         "Run the teacher with the current pruning masks (reference) instead of without any.",

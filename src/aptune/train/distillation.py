@@ -7,8 +7,8 @@ phase are the run's order (`AptRun`); this module only says what each of those d
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 import transformers
@@ -80,15 +80,24 @@ class SelfDistillation:
     ) -> transformers.modeling_outputs.ModelOutput:
         """The teacher's outputs (hidden states included) on `inputs`: its weights swapped into
         `model`, in eval mode, under the current masks unless `distill.teacher_masks` is off."""
+        with self.as_teacher(masks):
+            model.eval()
+            try:
+                with torch.no_grad(), autocast():
+                    return model(**inputs, output_hidden_states=True)
+            finally:
+                model.train()
+
+    @contextmanager
+    def as_teacher(self, masks: MaskState) -> Iterator[None]:
+        """The model as the teacher while inside: the teacher's weights swapped in, and the current
+        masks on or off as `distill.teacher_masks` says; the student's weights and masks on exit."""
         snapshot = self.teacher.snapshot
         snapshot.swap()
         masks.enabled = self.cfg.teacher_masks
-        model.eval()
         try:
-            with torch.no_grad(), autocast():
-                return model(**inputs, output_hidden_states=True)
+            yield
         finally:
-            model.train()
             masks.enabled = True
             snapshot.swap()
 

@@ -3,7 +3,7 @@
 warm-up: train adapters (and the task head) with all masks at 1
 every step from `update_frequency` steps before start to end: per-batch salience -> smoothed scores
 every `update_frequency` steps in [start, end]:
-    validation: a new best becomes the teacher (distill.teacher: best)
+    validation: a student better than the teacher (scored again now) becomes it (distill.teacher: best)
     remove blocks whose masks reached hard 0 (optimizer state and weight copies sliced)
     mask search under rho_t * C_0 on the smoothed scores -> new mask targets
     grow the most important adapters up to the tuning budget
@@ -389,6 +389,7 @@ class AptRun:
     def _replan(self, step: int) -> None:
         if self.distill.chooses_by_validation:
             self.pending_eval = self.validate()
+            self._rescore_teacher()
             self.distill.offer(self.score(self.pending_eval), self.trainable())
         if self.speed is not None and step in self.speed_check_steps:  # none with speed_checks 0
             self._check_speed(step)
@@ -418,6 +419,14 @@ class AptRun:
             )
             if self.speed.met(check):
                 return
+
+    def _rescore_teacher(self) -> None:
+        """With `distill.rescore_teacher`, score the held teacher again as it runs now (the current
+        masks and shapes), so that the student replaces it once it is better at this sparsity."""
+        if not self.cfg.distill.rescore_teacher or self.distill.teacher.snapshot is None:
+            return
+        with self.distill.as_teacher(self.pruner.masks):
+            self.distill.teacher.score = self.score(self.validate())
 
     def validate(self) -> dict[str, float]:
         """An evaluation between steps (teacher selection, recovery): the validation split."""
