@@ -195,6 +195,22 @@ def _low_after_best(method: str) -> float:
     return min(curve[curve.index(max(curve)) :])
 
 
+# the 3-epoch built-in run has 957 steps: the last re-plan is logged at step 575 (pruning.end_step
+# 0.6), the recovery phase's first evaluation at step 767 (distill.after_pruning 0.5)
+WINDOW_END, RECOVERY_START = 575, 767
+
+
+def _distill_phase(method: str) -> dict[str, float]:
+    """Mean over seeds of the validation accuracy at the pruning window's last re-plan and the
+    lowest one while distilling with mu = 1 after it (the steps before the recovery phase)."""
+    ends, lows = [], []
+    for seed in _seeds_of(method):
+        curve = _quality(method, seed)["curve"]
+        ends.append(next(acc for _, acc, step in curve if step == WINDOW_END))
+        lows.append(min(acc for _, acc, step in curve if WINDOW_END < step < RECOVERY_START))
+    return {"end": statistics.mean(ends), "low": statistics.mean(lows)}
+
+
 def _deploy(model: str, variant: str, field: str = "speedup_32x64") -> float:
     """A field of the deploy suite's row for `model` / `variant` (benchmarks/deploy.py)."""
     return _row("deploy", model=model, variant=variant)[field]
@@ -281,6 +297,11 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.nd_no_kurtosis.diff": partial(_paired_points, "apt-0.6-no-distill-no-kurtosis"),
     "quality.nd_no_growth.mean": lambda: f"{_seed_mean('apt-0.6-no-distill-no-growth'):.4f}",
     "quality.nd_no_growth.diff": partial(_paired_points, "apt-0.6-no-distill-no-growth"),
+    "quality.rescore.mean": lambda: f"{_seed_mean('apt-0.6-rescore'):.4f}",
+    "quality.rescore.vs_reference": partial(_paired_points, "apt-0.6-rescore", "apt-0.6"),
+    "quality.rescore.vs_no_distill": partial(_paired_points, "apt-0.6-rescore"),
+    "quality.rescore.window_end": lambda: f"{_distill_phase('apt-0.6-rescore')['end']:.3f}",
+    "quality.rescore.distill_low": lambda: f"{_distill_phase('apt-0.6-rescore')['low']:.3f}",
     "quality.apt04.acc": lambda: f"{_acc('apt-0.4'):.4f}",
     "quality.apt08.acc": lambda: f"{_acc('apt-0.8'):.4f}",
     "deploy.table": lambda: _table("deploy"),
