@@ -88,6 +88,14 @@ class SelfDistillation:
             finally:
                 model.train()
 
+    def rescore(self, masks: MaskState, score: Callable[[], float]) -> None:
+        """With `distill.rescore_teacher`, the held teacher's score becomes `score()` taken as it runs
+        now (the current masks and shapes), so a student that beats it at this sparsity replaces it."""
+        if not self.cfg.rescore_teacher or self.teacher.snapshot is None:
+            return
+        with self.as_teacher(masks):
+            self.teacher.score = score()
+
     @contextmanager
     def as_teacher(self, masks: MaskState) -> Iterator[None]:
         """The model as the teacher while inside: the teacher's weights swapped in, and the current

@@ -389,7 +389,7 @@ class AptRun:
     def _replan(self, step: int) -> None:
         if self.distill.chooses_by_validation:
             self.pending_eval = self.validate()
-            self._rescore_teacher()
+            self.distill.rescore(self.pruner.masks, lambda: self.score(self.validate()))
             self.distill.offer(self.score(self.pending_eval), self.trainable())
         if self.speed is not None and step in self.speed_check_steps:  # none with speed_checks 0
             self._check_speed(step)
@@ -419,14 +419,6 @@ class AptRun:
             )
             if self.speed.met(check):
                 return
-
-    def _rescore_teacher(self) -> None:
-        """With `distill.rescore_teacher`, score the held teacher again as it runs now (the current
-        masks and shapes), so that the student replaces it once it is better at this sparsity."""
-        if not self.cfg.distill.rescore_teacher or self.distill.teacher.snapshot is None:
-            return
-        with self.distill.as_teacher(self.pruner.masks):
-            self.distill.teacher.score = self.score(self.validate())
 
     def validate(self) -> dict[str, float]:
         """An evaluation between steps (teacher selection, recovery): the validation split."""
