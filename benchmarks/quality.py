@@ -77,6 +77,8 @@ APT = {
     "apt-0.6-no-distill-no-growth": [*NO_DISTILL, "tuning.enabled=false"],
     # the pruning window ends at 40% of the steps instead of 60%: longer recovery at the final size
     "apt-0.6-no-distill-early": [*NO_DISTILL, "pruning.end_step=0.4"],
+    # every layer keeps at least 4 of its 12 heads (the plan otherwise keeps 1-3)
+    "apt-0.6-no-distill-heads4": [*NO_DISTILL, "pruning.min_heads_per_layer=4"],
     "apt-0.6-teacher-unmasked": [*REFERENCE, "pruning.target_sparsity=0.6", "distill.teacher_masks=false"],
     "apt-0.6-old-distill": [
         *DISTILL,
