@@ -20,9 +20,13 @@ from collections.abc import Callable
 from functools import cache, partial
 from pathlib import Path
 
+from aptune.config import load_config
+from aptune.schedule import phase_steps
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+CONFIG = ROOT / "configs" / "minilm-rotten-tomatoes.yaml"
 MARK = re.compile(r"<!-- fig:([\w.-]+) -->(.*?)<!-- /fig -->", re.S)
 
 
@@ -195,9 +199,13 @@ def _low_after_best(method: str) -> float:
     return min(curve[curve.index(max(curve)) :])
 
 
-# the 3-epoch built-in run has 957 steps: the last re-plan is logged at step 575 (pruning.end_step
-# 0.6), the recovery phase's first evaluation at step 767 (distill.after_pruning 0.5)
-WINDOW_END, RECOVERY_START = 575, 767
+def _logged_phases(total_steps: int) -> tuple[int, int]:
+    """Logged steps (optimizer steps done) of the built-in run's last re-plan and of the recovery
+    phase's first evaluation, for a run of `total_steps` with distillation on."""
+    cfg = load_config(CONFIG)
+    p = cfg.pruning
+    _, end, distill_end = phase_steps(p.start_step, p.end_step, cfg.distill.after_pruning, total_steps)
+    return end + 1, distill_end + 1
 
 
 def _distill_phase(method: str) -> dict[str, float]:
@@ -206,8 +214,9 @@ def _distill_phase(method: str) -> dict[str, float]:
     ends, lows = [], []
     for seed in _seeds_of(method):
         curve = _quality(method, seed)["curve"]
-        ends.append(next(acc for _, acc, step in curve if step == WINDOW_END))
-        lows.append(min(acc for _, acc, step in curve if WINDOW_END < step < RECOVERY_START))
+        window_end, recovery = _logged_phases(curve[-1][2])
+        ends.append(next(acc for _, acc, step in curve if step == window_end))
+        lows.append(min(acc for _, acc, step in curve if window_end < step < recovery))
     return {"end": statistics.mean(ends), "low": statistics.mean(lows)}
 
 

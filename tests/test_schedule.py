@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from aptune.schedule import (
     distill_weight,
     is_replan_step,
+    phase_steps,
     resolve_step,
     retain_ratio,
     spread_replans,
@@ -181,6 +182,17 @@ def test_resolve_step_errors(value: float) -> None:
 def test_resolve_step_rejects_negative_total() -> None:
     with pytest.raises(ValueError, match="total_steps"):
         resolve_step(0.5, -1)
+
+
+def test_phase_steps_of_the_three_epoch_built_in_run() -> None:
+    # 957 steps, pruning 0.1-0.6, distilling half of the rest: the steps the quality suite logs
+    assert phase_steps(0.1, 0.6, 0.5, 957) == (96, 574, 766)
+    assert phase_steps(0.1, 0.6, 0.0, 957) == (96, 574, 574)
+
+
+def test_phase_steps_keep_the_window_inside_the_run() -> None:
+    assert phase_steps(2000, 5000, 1.0, 1000) == (999, 999, 1000)  # last re-plan at the last step
+    assert phase_steps(0.5, 0.2, 0.0, 1000) == (500, 500, 500)  # an end before the start is the start
 
 
 def test_replan_steps() -> None:

@@ -7,14 +7,22 @@ Every function takes the current step and the window ``[start, end]`` in absolut
 * :func:`tuning_budget`: adapter-parameter budget, linear from ``initial`` to ``max_ratio * initial``.
 * :func:`is_replan_step`: whether masks (and adapter ranks) are re-planned at a step.
 
-:func:`resolve_step` turns a config value (absolute step or fraction of training) into a step.
+:func:`resolve_step` turns a config value (absolute step or fraction of training) into a step, and
+:func:`phase_steps` a run's length and config values into its phase boundaries.
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["distill_weight", "is_replan_step", "resolve_step", "retain_ratio", "tuning_budget"]
+__all__ = [
+    "distill_weight",
+    "is_replan_step",
+    "phase_steps",
+    "resolve_step",
+    "retain_ratio",
+    "tuning_budget",
+]
 
 
 def resolve_step(value: int | float, total_steps: int) -> int:
@@ -37,6 +45,21 @@ def resolve_step(value: int | float, total_steps: int) -> int:
             f"a fractional step must lie in [0, 1], got {value!r}; write an int for an absolute step"
         )
     return math.floor(value * total_steps + 0.5)
+
+
+def phase_steps(
+    start_step: int | float, end_step: int | float, after_pruning: float, total_steps: int
+) -> tuple[int, int, int]:
+    """(first pruning step, last pruning step, last distillation step) of a run of ``total_steps``.
+
+    ``start_step`` and ``end_step`` are config values (see :func:`resolve_step`); both are clamped to
+    the run's last step so the final re-plan happens inside it. Distillation continues for
+    ``after_pruning`` of the steps left after the window.
+    """
+    last = total_steps - 1
+    start = min(resolve_step(start_step, total_steps), last)
+    end = min(max(resolve_step(end_step, total_steps), start), last)
+    return start, end, end + round(after_pruning * (total_steps - end))
 
 
 def _check_window(start: int, end: int) -> None:

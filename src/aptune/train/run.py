@@ -40,7 +40,7 @@ from ..pruner import Cut, Pruner, keeps_all
 from ..schedule import (
     distill_weight,
     is_replan_step,
-    resolve_step,
+    phase_steps,
     retain_ratio,
     spread_replans,
     tuning_budget,
@@ -146,10 +146,9 @@ class AptRun:
         """The run's length, and the steps where pruning, distillation and recovery start and end."""
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
         p = self.cfg.pruning
-        last = self.total_steps - 1  # the final re-plan must happen inside the run
-        self.start = min(resolve_step(p.start_step, self.total_steps), last)
-        self.end = min(max(resolve_step(p.end_step, self.total_steps), self.start), last)
-        self.distill_end = self.end + round(self.cfg.distill.after_pruning * (self.total_steps - self.end))
+        self.start, self.end, self.distill_end = phase_steps(
+            p.start_step, p.end_step, self.cfg.distill.after_pruning, total_steps
+        )
         self.collect_from = max(0, self.start - p.update_frequency)
         self.speed_check_steps = spread_replans(self.start, self.end, p.update_frequency, p.speed_checks)
 

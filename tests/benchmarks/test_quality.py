@@ -1,0 +1,55 @@
+"""The quality suite's time-to-97% bookkeeping (benchmarks/quality.py), on hand-made curves."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def quality():
+    sys.path.insert(0, str(BENCHMARKS))  # quality.py imports its sibling `common`
+    try:
+        spec = importlib.util.spec_from_file_location("quality", BENCHMARKS / "quality.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+def _row(*points) -> dict:
+    return {"curve": [list(p) for p in points]}
+
+
+def test_the_first_evaluation_at_97_percent_of_the_seeds_full_fine_tuning_counts(quality):
+    per_seed = {
+        42: {
+            "full-ft": _row((50, 0.70, 100), (100, 0.80, 200)),  # threshold 0.776
+            "apt": _row((30, 0.70, 100), (60, 0.776, 200), (90, 0.79, 300)),
+            "lora": _row((40, 0.77, 100), (80, 0.775, 200)),
+        }
+    }
+    rows = quality.with_time_to_97(per_seed)[42]
+    assert (rows["apt"]["time_to_97"], rows["apt"]["step_to_97"]) == (60, 200)
+    assert (rows["lora"]["time_to_97"], rows["lora"]["step_to_97"]) == (None, None)
+    assert (rows["full-ft"]["time_to_97"], rows["full-ft"]["step_to_97"]) == (100, 200)
+    assert "time_to_97" not in per_seed[42]["apt"]  # copies, the input rows stay as they were
+
+
+def test_a_seed_without_full_fine_tuning_uses_the_mean_threshold_and_old_rows_have_no_step(quality):
+    per_seed = {
+        42: {"full-ft": _row((10, 0.80, 100))},
+        43: {"full-ft": _row((10, 0.90, 100))},  # thresholds 0.776 and 0.873, mean 0.8245
+        44: {"apt": _row((10, 0.82, 100), (20, 0.83))},  # a point without a step: written before steps
+    }
+    apt = quality.with_time_to_97(per_seed)[44]["apt"]
+    assert (apt["time_to_97"], apt["step_to_97"]) == (20, "n/a")
+
+
+def test_without_any_full_fine_tuning_row_nothing_is_reached(quality):
+    rows = quality.with_time_to_97({42: {"apt": _row((10, 0.99, 100))}})[42]
+    assert (rows["apt"]["time_to_97"], rows["apt"]["step_to_97"]) == (None, None)
