@@ -158,8 +158,14 @@ def _step_to_97(method: str, seed: int) -> str:
 
 
 def _steps(seed: int) -> dict[str, Callable[[], str]]:
-    """Steps to 97% of full fine-tuning of LoRA and APT at 60% and 40% without distillation."""
-    methods = {"lora": "lora", "apt06": "apt-0.6-no-distill", "apt04": "apt-0.4-no-distill"}
+    """Steps to 97% of full fine-tuning of LoRA and APT at 60% and 40% without distillation (at 60%
+    also with at least 4 heads per layer)."""
+    methods = {
+        "lora": "lora",
+        "apt06": "apt-0.6-no-distill",
+        "apt04": "apt-0.4-no-distill",
+        "heads4": "apt-0.6-no-distill-heads4",
+    }
     return {f"quality.steps{seed}.{key}": partial(_step_to_97, m, seed) for key, m in methods.items()}
 
 
@@ -306,6 +312,10 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.nd_no_kurtosis.diff": partial(_paired_points, "apt-0.6-no-distill-no-kurtosis"),
     "quality.nd_no_growth.mean": lambda: f"{_seed_mean('apt-0.6-no-distill-no-growth'):.4f}",
     "quality.nd_no_growth.diff": partial(_paired_points, "apt-0.6-no-distill-no-growth"),
+    "quality.heads4.mean": lambda: f"{_seed_mean('apt-0.6-no-distill-heads4'):.4f}",
+    "quality.heads4.diff": partial(_paired_points, "apt-0.6-no-distill-heads4"),
+    "quality.heads4.speedup": lambda: f"{_seed_mean('apt-0.6-no-distill-heads4', 'speedup'):.2f}x",
+    "quality.no_distill.speedup_mean": lambda: f"{_seed_mean('apt-0.6-no-distill', 'speedup'):.2f}x",
     "quality.rescore.mean": lambda: f"{_seed_mean('apt-0.6-rescore'):.4f}",
     "quality.rescore.vs_reference": partial(_paired_points, "apt-0.6-rescore", "apt-0.6"),
     "quality.rescore.vs_no_distill": partial(_paired_points, "apt-0.6-rescore"),

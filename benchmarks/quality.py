@@ -134,6 +134,8 @@ def run_aptune(name: str, args, out: Path) -> dict:
         "pruned_ms": m["inference"]["pruned_ms"],
         "dense_ms": m["inference"]["dense_ms"],
         "speedup": m["inference"]["speedup"],
+        "heads": m["shapes"]["heads"],  # kept per layer in the export
+        "neurons": m["shapes"]["neurons"],
         "curve": _curve(out / name / "history.jsonl"),
     }
 
