@@ -73,6 +73,7 @@ APT = {
     "apt-0.6-rescore": [*DISTILL, "pruning.target_sparsity=0.6"],
     "apt-0.6-no-distill": NO_DISTILL,
     "apt-0.4-no-distill": ["distill.enabled=false", "pruning.target_sparsity=0.4"],
+    "apt-0.5-no-distill": ["distill.enabled=false", "pruning.target_sparsity=0.5"],
     "apt-0.6-no-distill-no-kurtosis": [*NO_DISTILL, "pruning.use_kurtosis=false"],
     "apt-0.6-no-distill-no-growth": [*NO_DISTILL, "tuning.enabled=false"],
     # the pruning window ends at 40% of the steps instead of 60%: longer recovery at the final size
