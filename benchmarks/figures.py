@@ -205,6 +205,7 @@ def _low_after_best(method: str) -> float:
     return min(curve[curve.index(max(curve)) :])
 
 
+@cache
 def _logged_phases(total_steps: int) -> tuple[int, int]:
     """Logged steps (optimizer steps done) of the built-in run's last re-plan and of the recovery
     phase's first evaluation, for a run of `total_steps` with distillation on."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -264,6 +267,22 @@ def tiny_t5_dir(tmp_path_factory, minilm_dir) -> str:
     transformers.T5ForConditionalGeneration(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script benchmarks/<name>.py as a module (its sibling modules, such as `common`, importable
+    while it loads)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
 
 
 def write_csv(path, rows, header=("text", "label")) -> str:

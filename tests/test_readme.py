@@ -1,19 +1,17 @@
 """The README's measured figures equal the committed results they come from (benchmarks/figures.py)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from .conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def figures():
-    spec = importlib.util.spec_from_file_location("figures", ROOT / "benchmarks" / "figures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("figures")
 
 
 def test_every_readme_figure_matches_its_result_file(figures):

@@ -1,24 +1,13 @@
 """The quality suite's time-to-97% bookkeeping (benchmarks/quality.py), on hand-made curves."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from ..conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def quality():
-    sys.path.insert(0, str(BENCHMARKS))  # quality.py imports its sibling `common`
-    try:
-        spec = importlib.util.spec_from_file_location("quality", BENCHMARKS / "quality.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+    return load_benchmark("quality")
 
 
 def _row(*points) -> dict:
