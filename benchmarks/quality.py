@@ -80,6 +80,13 @@ APT = {
     "apt-0.6-no-distill-early": [*NO_DISTILL, "pruning.end_step=0.4"],
     # every layer keeps at least 4 of its 12 heads (the plan otherwise keeps 1-3)
     "apt-0.6-no-distill-heads4": [*NO_DISTILL, "pruning.min_heads_per_layer=4"],
+    # adapters on all six linear maps of each layer (the built-in config: query, value, intermediate);
+    # those on the attention and FFN output projections see the pruned heads and neurons as inputs
+    "apt-0.6-no-distill-all": [
+        *NO_DISTILL,
+        "model.adapter.mha_components=[query,key,value,output]",
+        "model.adapter.ffn_components=[intermediate,output]",
+    ],
     "apt-0.6-teacher-unmasked": [*REFERENCE, "pruning.target_sparsity=0.6", "distill.teacher_masks=false"],
     "apt-0.6-old-distill": [
         *DISTILL,
