@@ -159,12 +159,13 @@ def _step_to_97(method: str, seed: int) -> str:
 
 def _steps(seed: int) -> dict[str, Callable[[], str]]:
     """Steps to 97% of full fine-tuning of LoRA and APT at 60% and 40% without distillation (at 60%
-    also with at least 4 heads per layer)."""
+    also with at least 4 heads per layer, and with adapters on every linear map)."""
     methods = {
         "lora": "lora",
         "apt06": "apt-0.6-no-distill",
         "apt04": "apt-0.4-no-distill",
         "heads4": "apt-0.6-no-distill-heads4",
+        "all": "apt-0.6-no-distill-all",
     }
     return {f"quality.steps{seed}.{key}": partial(_step_to_97, m, seed) for key, m in methods.items()}
 
@@ -319,6 +320,9 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.heads4.mean": lambda: f"{_seed_mean('apt-0.6-no-distill-heads4'):.4f}",
     "quality.heads4.diff": partial(_paired_points, "apt-0.6-no-distill-heads4"),
     "quality.heads4.speedup": lambda: f"{_seed_mean('apt-0.6-no-distill-heads4', 'speedup'):.2f}x",
+    "quality.all.mean": lambda: f"{_seed_mean('apt-0.6-no-distill-all'):.4f}",
+    "quality.all.diff": partial(_paired_points, "apt-0.6-no-distill-all"),
+    "quality.all.speedup": lambda: f"{_seed_mean('apt-0.6-no-distill-all', 'speedup'):.2f}x",
     "quality.no_distill.speedup_mean": lambda: f"{_seed_mean('apt-0.6-no-distill', 'speedup'):.2f}x",
     "quality.rescore.mean": lambda: f"{_seed_mean('apt-0.6-rescore'):.4f}",
     "quality.rescore.vs_reference": partial(_paired_points, "apt-0.6-rescore", "apt-0.6"),
