@@ -114,14 +114,23 @@ def _seed_mean(method: str, key: str = "test_accuracy") -> float:
     return statistics.mean(_quality(method, s)[key] for s in _seeds_of(method))
 
 
-def _paired_points(method: str, base: str = "apt-0.6-no-distill") -> str:
-    """Mean ± sample standard deviation, over the seeds with `method`'s row, of its test accuracy
-    minus `base`'s on the same seed, in points."""
-    diffs = [
+def _seed_differences(method: str, base: str) -> list[float]:
+    """`method`'s test accuracy minus `base`'s on each seed with `method`'s row, in points."""
+    return [
         100 * (_quality(method, s)["test_accuracy"] - _quality(base, s)["test_accuracy"])
         for s in _seeds_of(method)
     ]
+
+
+def _paired_points(method: str, base: str = "apt-0.6-no-distill") -> str:
+    """Mean ± sample standard deviation of `method`'s seed-by-seed differences from `base`, in points."""
+    diffs = _seed_differences(method, base)
     return f"{statistics.mean(diffs):+.1f} ± {statistics.stdev(diffs):.1f}"
+
+
+def _each_seed_points(method: str, base: str = "apt-0.6-no-distill") -> str:
+    """`method`'s seed-by-seed differences from `base` in points, in seed order, e.g. "-1.4, -0.7, +1.2"."""
+    return ", ".join(f"{d:+.1f}" for d in _seed_differences(method, base))
 
 
 def _latency_kept() -> str:
@@ -175,6 +184,7 @@ def _variant(key: str, method: str) -> dict[str, Callable[[], str]]:
     return {
         f"quality.{key}.mean": lambda: f"{_seed_mean(method):.4f}",
         f"quality.{key}.diff": partial(_paired_points, method),
+        f"quality.{key}.diffs": partial(_each_seed_points, method),
         f"quality.{key}.speedup": lambda: f"{_seed_mean(method, 'speedup'):.2f}x",
     }
 
@@ -321,8 +331,10 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.no_growth.acc": lambda: f"{_acc('apt-0.6-no-growth'):.4f}",
     "quality.nd_no_kurtosis.mean": lambda: f"{_seed_mean('apt-0.6-no-distill-no-kurtosis'):.4f}",
     "quality.nd_no_kurtosis.diff": partial(_paired_points, "apt-0.6-no-distill-no-kurtosis"),
+    "quality.nd_no_kurtosis.diffs": partial(_each_seed_points, "apt-0.6-no-distill-no-kurtosis"),
     "quality.nd_no_growth.mean": lambda: f"{_seed_mean('apt-0.6-no-distill-no-growth'):.4f}",
     "quality.nd_no_growth.diff": partial(_paired_points, "apt-0.6-no-distill-no-growth"),
+    "quality.nd_no_growth.diffs": partial(_each_seed_points, "apt-0.6-no-distill-no-growth"),
     "quality.apt05_43.step": partial(_step_to_97, "apt-0.5-no-distill", 43),
     "quality.apt05_43.acc": lambda: f"{_quality('apt-0.5-no-distill', 43)['test_accuracy']:.4f}",
     "quality.apt05_43.speedup": lambda: f"{_quality('apt-0.5-no-distill', 43)['speedup']:.2f}x",
