@@ -87,6 +87,15 @@ APT = {
         "model.adapter.mha_components=[query,key,value,output]",
         "model.adapter.ffn_components=[intermediate,output]",
     ],
+    # the pruning window in the first quarter of the run (steps 5%-25%; the reference prunes SST-2 in
+    # the first 7.5% of its 40 epochs), re-planned every 16 steps with masks fading over 16 steps
+    "apt-0.6-no-distill-prune-early": [
+        *NO_DISTILL,
+        "pruning.start_step=0.05",
+        "pruning.end_step=0.25",
+        "pruning.update_frequency=16",
+        "pruning.mask_decay_rate=0.0625",
+    ],
     "apt-0.6-teacher-unmasked": [*REFERENCE, "pruning.target_sparsity=0.6", "distill.teacher_masks=false"],
     "apt-0.6-old-distill": [
         *DISTILL,
