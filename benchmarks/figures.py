@@ -167,13 +167,15 @@ def _step_to_97(method: str, seed: int) -> str:
 
 def _steps(seed: int) -> dict[str, Callable[[], str]]:
     """Steps to 97% of full fine-tuning of LoRA and APT at 60% and 40% without distillation (at 60%
-    also with at least 4 heads per layer, and with adapters on every linear map)."""
+    also with at least 4 heads per layer, with adapters on every linear map, and with the pruning
+    window in the first quarter of the run)."""
     methods = {
         "lora": "lora",
         "apt06": "apt-0.6-no-distill",
         "apt04": "apt-0.4-no-distill",
         "heads4": "apt-0.6-no-distill-heads4",
         "all": "apt-0.6-no-distill-all",
+        "prune_early": "apt-0.6-no-distill-prune-early",
     }
     return {f"quality.steps{seed}.{key}": partial(_step_to_97, m, seed) for key, m in methods.items()}
 
@@ -340,6 +342,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality.apt05_43.speedup": lambda: f"{_quality('apt-0.5-no-distill', 43)['speedup']:.2f}x",
     **_variant("heads4", "apt-0.6-no-distill-heads4"),
     **_variant("all", "apt-0.6-no-distill-all"),
+    **_variant("prune_early", "apt-0.6-no-distill-prune-early"),
     "quality.no_distill.speedup_mean": lambda: f"{_seed_mean('apt-0.6-no-distill', 'speedup'):.2f}x",
     "quality.rescore.mean": lambda: f"{_seed_mean('apt-0.6-rescore'):.4f}",
     "quality.rescore.vs_reference": partial(_paired_points, "apt-0.6-rescore", "apt-0.6"),
