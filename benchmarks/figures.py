@@ -153,10 +153,14 @@ def _reached_97(method: str, seed: int) -> dict:
     return latest("quality")["rows"][str(seed)][method]
 
 
+def _seconds(value: float | None) -> str:
+    """A wall time in whole seconds, e.g. "1,226 s"; "not reached" for None (a time to 97% never met)."""
+    return "not reached" if value is None else f"{value:,.0f} s"
+
+
 def _time_to_97(method: str, seed: int = 42) -> str:
     """The wall time at which `method` first reached 97% of full fine-tuning, or "not reached"."""
-    seconds = _reached_97(method, seed)["time_to_97"]
-    return "not reached" if seconds is None else f"{seconds:,.0f} s"
+    return _seconds(_reached_97(method, seed)["time_to_97"])
 
 
 def _step_to_97(method: str, seed: int) -> str:
@@ -201,13 +205,29 @@ def _pair(seed: int) -> dict[str, Callable[[], str]]:
     return {
         f"quality.pair{seed}.apt_t97": lambda: _time_to_97(apt, seed),
         f"quality.pair{seed}.lora_t97": lambda: _time_to_97(lora, seed),
-        f"quality.pair{seed}.apt_train": lambda: f"{field(apt, 'train_seconds'):,.0f} s",
-        f"quality.pair{seed}.lora_train": lambda: f"{field(lora, 'train_seconds'):,.0f} s",
+        f"quality.pair{seed}.apt_train": lambda: _seconds(field(apt, "train_seconds")),
+        f"quality.pair{seed}.lora_train": lambda: _seconds(field(lora, "train_seconds")),
         f"quality.pair{seed}.train_ratio": lambda: (
             f"{field(apt, 'train_seconds') / field(lora, 'train_seconds'):.2f}x"
         ),
         f"quality.pair{seed}.apt_peak": lambda: f"{field(apt, 'peak_memory_mb'):,.0f} MB",
         f"quality.pair{seed}.lora_peak": lambda: f"{field(lora, 'peak_memory_mb'):,.0f} MB",
+    }
+
+
+def _same_day(seed: int) -> dict[str, Callable[[], str]]:
+    """Figures of APT-0.6 with the early pruning window against LoRA run again on the same day, alone on
+    the machine (`quality-same-day-<date>.json`: quality.py's result of that LoRA run)."""
+    apt = "apt-0.6-no-distill-prune-early"
+
+    def lora(key: str) -> float | None:
+        return latest("quality-same-day")["rows"][str(seed)]["lora"][key]
+
+    return {
+        f"quality.same_day{seed}.apt_t97": lambda: _time_to_97(apt, seed),
+        f"quality.same_day{seed}.lora_t97": lambda: _seconds(lora("time_to_97")),
+        f"quality.same_day{seed}.apt_train": lambda: _seconds(_quality(apt, seed)["train_seconds"]),
+        f"quality.same_day{seed}.lora_train": lambda: _seconds(lora("train_seconds")),
     }
 
 
@@ -320,6 +340,8 @@ FIGURES: dict[str, Callable[[], str]] = {
     **_pair(44),
     **_early(43),
     **_early(44),
+    **_same_day(43),
+    **_same_day(44),
     **_steps(42),
     **_steps(43),
     **_steps(44),
