@@ -4,8 +4,9 @@ Part 1, per phase (each in its own process, the real model of the config, real R
 batches of its batch size and length, aptune's own training step): the bytes held by the weights
 (frozen and trainable), the optimizer state, the weight copies (teacher, best state), the
 salience scores and masks, and the activations autograd keeps for backward (every saved tensor's
-storage, counted once), next to the process's resident memory: before the step, its peak during
-the step, after it, and after freed heap pages are handed back (`malloc_trim`). Phases:
+storage, counted once), next to the memory in use (the process's resident memory on a CPU, torch's
+allocated memory on a GPU): before the step, its peak during the step, after it, and after freed
+memory is handed back (`malloc_trim` on a CPU, `empty_cache` on a GPU). Phases:
 
 * lora: adapters and the classifier only (pruning off);
 * dense warm-up: APT before salience collection (mask hooks installed, masks 1);
@@ -16,7 +17,7 @@ the step, after it, and after freed heap pages are handed back (`malloc_trim`). 
 
 Part 2 (`--whole`): the config trained start to finish, and the same config as plain
 LoRA, each in its own process: whole-process peak memory, the two memory curves of the history
-(resident memory between steps, and the tensor memory of a logged step: weights, optimizer state,
+(memory in use between steps, and the tensor memory of a logged step: weights, optimizer state,
 copies and the activations saved for backward) with their level in the dense phase and at the end,
 and the median step time of APT's dense phase, LoRA's over the same steps (both from the history
 lines' elapsed time, a line every 5 steps; intervals that end on an evaluation or a pruning event
@@ -25,7 +26,8 @@ are left out).
     python benchmarks/memory.py [--steps 4] [--whole] [--config configs/smollm2-rotten-tomatoes.yaml]
 
 The built-in MiniLM config by default (results/memory-<date>); another config writes
-results/memory-<config's first word>-<date> (e.g. memory-smollm2). On 2 CPU cores: MiniLM part 1
+results/memory-<config's first word>-<date> (e.g. memory-smollm2); on a GPU the name ends in -gpu
+(memory-gpu-<date>). On 2 CPU cores: MiniLM part 1
 about 3 minutes, part 2 about 12; SmolLM2 part 1 about 8, part 2 about 20.
 """
 
@@ -70,17 +72,28 @@ NOTE = (
 )
 
 
-def _rss_mb() -> float:
-    return current_memory_mb(torch.device("cpu"))["memory_mb"]
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _current_mb() -> float:
+    """Memory in use now: allocated on a GPU, the resident set on a CPU."""
+    return current_memory_mb(_device())["memory_mb"]
 
 
 def _reset_peak() -> None:
-    """Reset the kernel's peak-RSS mark of this process (Linux: /proc/self/clear_refs)."""
-    Path("/proc/self/clear_refs").write_text("5")
+    """Reset the peak mark: the allocator's on a GPU, the kernel's peak RSS (Linux:
+    /proc/self/clear_refs) on a CPU."""
+    if _device().type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def _peak_mb() -> float:
-    """The process's peak RSS since the last `_reset_peak` (VmHWM), in MB."""
+    """The peak since the last `_reset_peak` in MB: allocated on a GPU, VmHWM on a CPU."""
+    if _device().type == "cuda":
+        return torch.cuda.max_memory_allocated() / MB
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -119,27 +132,30 @@ def _run_at(phase: str, config: Path) -> tuple[AptRun, int, object]:
 def measure(phase: str, steps: int, config: Path) -> dict:
     """Component sizes, saved activations, resident memory and step time of one phase."""
     run, step, data = _run_at(phase, config)
+    device = run.acc.device
     run.train_step(next(data), step)  # optimizer state exists from here on
-    release_freed_memory(torch.device("cpu"))
+    release_freed_memory(device)
     saved: list[torch.Tensor] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         saved.append(t)
         return t
 
-    before = _rss_mb()
+    before = _current_mb()
     _reset_peak()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         run.train_step(next(data), step)
     peak, saved_mb = _peak_mb(), tensor_mb(saved)
     saved.clear()  # the list kept the step's activations alive
-    after = _rss_mb()
-    release_freed_memory(torch.device("cpu"))
-    trimmed = _rss_mb()
+    after = _current_mb()
+    release_freed_memory(device)
+    trimmed = _current_mb()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         run.train_step(next(data), step)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append((time.perf_counter() - start) * 1000)
     model = run.model
     trainable = {id(p) for p in run.trainable()}
@@ -230,11 +246,17 @@ def _after_release(lines: list[dict]) -> list[bool]:
     ]
 
 
+def _level() -> str:
+    """What the memory-in-use columns read on this machine."""
+    return "allocated" if _device().type == "cuda" else "RSS"
+
+
 def _phase_table(rows: dict[str, dict]) -> list[str]:
     lora = rows["lora"]
+    release = "after empty_cache" if _device().type == "cuda" else "after trim"
     lines = [
-        "| phase | frozen | trainable | optimizer | copies | salience | saved for backward | RSS before "
-        "| step peak | vs LoRA | after trim | step ms | vs LoRA |",
+        "| phase | frozen | trainable | optimizer | copies | salience | saved for backward "
+        f"| {_level()} before | step peak | vs LoRA | {release} | step ms | vs LoRA |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for phase, r in rows.items():
@@ -259,7 +281,7 @@ def _step_ms_cells(ms: float | None, lora_ms: float | None) -> str:
 def _whole_table(runs: dict[str, dict]) -> list[str]:
     lora = runs["lora"]
     lines = [
-        "| run | peak MB | vs LoRA | peak set by | RSS: dense phase | end | change "
+        f"| run | peak MB | vs LoRA | peak set by | {_level()}: dense phase | end | change "
         "| step tensors: dense phase | end | change | dense step ms | vs LoRA | test acc |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -276,8 +298,10 @@ def _whole_table(runs: dict[str, dict]) -> list[str]:
 
 
 def _suite(config: Path) -> str:
-    """The results' name: `memory` for the built-in config, else `memory-<config's first word>`."""
-    return "memory" if config.resolve() == CONFIG.resolve() else f"memory-{config.stem.split('-')[0]}"
+    """The results' name: `memory` for the built-in config, else `memory-<config's first word>`;
+    `-gpu` added on a GPU."""
+    name = "memory" if config.resolve() == CONFIG.resolve() else f"memory-{config.stem.split('-')[0]}"
+    return f"{name}-gpu" if _device().type == "cuda" else name
 
 
 BUILTIN_NAMES = {"builtin:minilm": "all-MiniLM-L6-v2", "builtin:smollm2": "SmolLM2-135M-Instruct"}
@@ -288,7 +312,7 @@ def _title(config: Path) -> str:
     name = cfg.model.name_or_path
     model = BUILTIN_NAMES.get(name, name)
     shape = f"batch {cfg.train.batch_size} x {cfg.data.max_length}"
-    return f"**Memory per phase** ({model}, {shape}, CPU fp32, MB)"
+    return f"**Memory per phase** ({model}, {shape}, {'GPU' if _device().type == 'cuda' else 'CPU'} fp32, MB)"
 
 
 def main() -> None:
