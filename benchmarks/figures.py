@@ -57,8 +57,13 @@ def _of_ideal(align: int) -> list[float]:
     return [r["of_ideal"] for r in rows]
 
 
-def _overhead(name: str, field: str) -> float:
-    rows = latest("overhead")["rows"]
+RB = "overhead-roberta-base-cpu"
+
+
+def _overhead(name: str, field: str, suite: str = "overhead") -> float:
+    """A case's step time or peak memory over LoRA's in an overhead suite (`overhead`: MiniLM on a
+    CPU; `overhead-roberta-base-cpu`: benchmarks/overhead.py --shape roberta-base)."""
+    rows = latest(suite)["rows"]
     return rows[name][field] / rows["lora"][field]
 
 
@@ -437,6 +442,11 @@ FIGURES: dict[str, Callable[[], str]] = {
     "overhead.distill_time": lambda: f"{_overhead('apt-full', 'step_ms'):.2f}x",
     "overhead.distill_memory": lambda: f"{_overhead('apt-full', 'peak_memory_mb'):.2f}x",
     "overhead.pruned_time": lambda: f"{_overhead('apt-full-40%', 'step_ms'):.2f}x",
+    "overhead_roberta.hooks_time": lambda: f"{_overhead('apt-hooks', 'step_ms', RB):.2f}x",
+    "overhead_roberta.hooks_memory": lambda: f"{_overhead('apt-hooks', 'peak_memory_mb', RB):.2f}x",
+    "overhead_roberta.distill_time": lambda: f"{_overhead('apt-full', 'step_ms', RB):.2f}x",
+    "overhead_roberta.distill_memory": lambda: f"{_overhead('apt-full', 'peak_memory_mb', RB):.2f}x",
+    "overhead_roberta.pruned_time": lambda: f"{_overhead('apt-full-40%', 'step_ms', RB):.2f}x",
     "prune.kept": lambda: f"{latest('prune-minilm')['prunable_params']['kept']:.1%}",
     "prune.logit_diff": lambda: f"{latest('prune-minilm')['max_abs_logit_diff_masked_vs_reloaded']:.0e}",
     "prune.speedup": lambda: f"{latest('prune-minilm')['inference']['speedup']:.2f}x",
