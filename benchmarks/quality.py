@@ -23,8 +23,9 @@ Each finished run is kept as results/quality-rows/epochs-<E>/seed-<S>/<method>.j
 reused by later invocations unless --rerun; work files (aptune run folders, the LoRA model the pruning
 peers start from) go to <--work>/epochs-<E>/seed-<S>/. At 3 epochs on 2 CPU cores APT-0.6 trains
 for about 31 minutes with self-distillation and 20 without, full fine-tuning for about 50: about
-6 hours per seed for all methods. Writes results/quality-<date>.{json,md,png}: mean ± sample std
-over the seeds per method, and every per-seed row.
+6 hours per seed for all methods. Writes results/quality-<date>.{json,md,png} (--name N: results/N-<date>,
+e.g. a table over other seeds beside the README's): mean ± sample std over the seeds per method, and
+every per-seed row.
 """
 
 from __future__ import annotations
@@ -505,14 +506,14 @@ def _plot(per_seed: dict[int, dict[str, dict]], agg: dict[str, dict], path: Path
     FigureCanvasAgg(fig).print_png(str(path))
 
 
-def report(per_seed: dict[int, dict[str, dict]], epochs: float) -> None:
-    """Aggregate the rows, print the table and write results/quality-<date>.{json,md,png}."""
+def report(per_seed: dict[int, dict[str, dict]], epochs: float, name: str = "quality") -> None:
+    """Aggregate the rows, print the table and write results/<name>-<date>.{json,md,png}."""
     per_seed = with_time_to_97(per_seed)
     agg = aggregate(per_seed)
     seeds = list(per_seed)
     text = table(agg, epochs, seeds)
     payload = {"epochs": epochs, "seeds": seeds, "methods": agg, "rows": per_seed}
-    json_path, md_path = write_results("quality", payload, text)
+    json_path, md_path = write_results(name, payload, text)
     _plot(per_seed, agg, md_path.with_suffix(".png"))
     print(text)
     print(f"wrote {json_path.relative_to(RESULTS.parent.parent)}")
@@ -529,6 +530,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="run nothing; table, JSON and plot from the committed rows")  # fmt: skip
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "aptune-quality"),
                         help="work files, under epochs-<E>/seed-<S>/")  # fmt: skip
+    parser.add_argument("--name", default="quality",
+                        help="write results/<name>-<date>.* (default: quality)")  # fmt: skip
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     return parser
@@ -550,7 +553,7 @@ def main() -> None:
     per_seed = read_rows(methods, seeds, args.epochs)
     if not per_seed:
         parser.error(f"no rows under {ROWS / _epochs_dir(args.epochs)} for these methods and seeds")
-    report(per_seed, args.epochs)
+    report(per_seed, args.epochs, args.name)
 
 
 if __name__ == "__main__":

@@ -42,3 +42,22 @@ def test_a_seed_without_full_fine_tuning_uses_the_mean_threshold_and_old_rows_ha
 def test_without_any_full_fine_tuning_row_nothing_is_reached(quality):
     rows = quality.with_time_to_97({42: {"apt": _row((10, 0.99, 100))}})[42]
     assert (rows["apt"]["time_to_97"], rows["apt"]["step_to_97"]) == (None, None)
+
+
+def test_a_named_report_writes_under_its_name_with_every_seed(quality, monkeypatch, tmp_path):
+    written = {}
+
+    def write(name, payload, text):
+        written.update(name=name, payload=payload, text=text)
+        return tmp_path / f"{name}.json", tmp_path / f"{name}.md"
+
+    monkeypatch.setattr(quality, "write_results", write)
+    monkeypatch.setattr(quality, "_plot", lambda *args: None)
+    monkeypatch.setattr(quality, "RESULTS", tmp_path / "results")
+    row = {"test_accuracy": 0.8, "prunable_kept": 1.0, "total_params": 10, "train_seconds": 5.0,
+           "peak_memory_mb": 1.0, "pruned_ms": 1.0, "dense_ms": 1.0}  # fmt: skip
+    per_seed = {s: {"full-ft": {**row, "curve": [[5.0, 0.8, 100]]}} for s in (45, 46)}
+    quality.report(per_seed, 3.0, "quality-five-seeds")
+    assert written["name"] == "quality-five-seeds"
+    assert written["payload"]["seeds"] == [45, 46]
+    assert "seeds 45, 46" in written["text"]
