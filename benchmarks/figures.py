@@ -246,6 +246,56 @@ def _early(seed: int) -> dict[str, Callable[[], str]]:
     }
 
 
+FIVE = "quality-five-seeds"  # quality.py --name quality-five-seeds --seeds 42,43,44,45,46
+
+
+def _five_rows(method: str) -> list[dict]:
+    """`method`'s rows in the five-seed result, in seed order, each with its time and step to 97%."""
+    result = latest(FIVE)
+    return [rows[method] for rows in (result["rows"][str(s)] for s in result["seeds"]) if method in rows]
+
+
+def _five_steps(method: str) -> str:
+    """The step at which `method` first reached 97% of full fine-tuning on each seed, e.g. "900, never"."""
+    return ", ".join("never" if r["step_to_97"] is None else str(r["step_to_97"]) for r in _five_rows(method))
+
+
+def _no_later_than_lora(method: str, key: str) -> str:
+    """On how many seeds `method` reached 97% of full fine-tuning no later than LoRA (by `key`:
+    `step_to_97` or `time_to_97`), LoRA not reaching it counting as later: "k of n"."""
+    rows = latest(FIVE)["rows"]
+    pairs = [(r[method], r["lora"]) for r in rows.values() if method in r and "lora" in r]
+    first = [a[key] is not None and (b[key] is None or a[key] <= b[key]) for a, b in pairs]
+    return f"{sum(first)} of {len(pairs)}"
+
+
+def _five_differences(method: str, base: str = "apt-0.6-no-distill") -> str:
+    """`method`'s test accuracy minus `base`'s on each seed of the five-seed result, in points, with
+    their mean ± sample standard deviation: "-1.2, +0.6 (mean -0.3 ± 1.3)"."""
+    pairs = [(r[method], r[base]) for r in latest(FIVE)["rows"].values() if method in r and base in r]
+    diffs = [100 * (a["test_accuracy"] - b["test_accuracy"]) for a, b in pairs]
+    each = ", ".join(f"{d:+.1f}" for d in diffs)
+    return f"{each} (mean {statistics.mean(diffs):+.1f} ± {statistics.stdev(diffs):.1f})"
+
+
+def _five(key: str, method: str) -> dict[str, Callable[[], str]]:
+    """Figures of `method` in the five-seed result: test accuracy, steps to 97%, mean train time and
+    (APT only) on how many seeds it reached 97% no later than LoRA, in steps and in wall time."""
+
+    def agg() -> dict:
+        return latest(FIVE)["methods"][method]
+
+    out = {
+        f"quality5.{key}.acc": lambda: f"{agg()['test_accuracy']:.4f} ± {agg()['test_accuracy_std']:.4f}",
+        f"quality5.{key}.steps": partial(_five_steps, method),
+        f"quality5.{key}.train": lambda: _seconds(agg()["train_seconds"]),
+    }
+    if method != "lora":
+        out[f"quality5.{key}.first_steps"] = partial(_no_later_than_lora, method, "step_to_97")
+        out[f"quality5.{key}.first_time"] = partial(_no_later_than_lora, method, "time_to_97")
+    return out
+
+
 def _low_after_best(method: str) -> float:
     """The lowest validation accuracy after the curve's best point."""
     curve = _validation(method)
@@ -347,6 +397,10 @@ FIGURES: dict[str, Callable[[], str]] = {
     **_early(44),
     **_same_day(43),
     **_same_day(44),
+    **_five("lora", "lora"),
+    **_five("builtin", "apt-0.6-no-distill"),
+    **_five("early", "apt-0.6-no-distill-prune-early"),
+    "quality5.early.diffs": partial(_five_differences, "apt-0.6-no-distill-prune-early"),
     **_steps(42),
     **_steps(43),
     **_steps(44),
