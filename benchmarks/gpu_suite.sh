@@ -3,9 +3,11 @@
 #   llama_gpu.py                      LLaMA-2-7B shape, bf16: LoRA vs APT step time and peak memory
 #   memory.py --whole                 built-in MiniLM config: memory per phase and the allocated-memory
 #                                     curve of a whole run against its LoRA twin (results/memory-gpu-*)
-#   overhead.py --shape roberta-base  APT machinery vs LoRA on roberta-base shapes (results/overhead-roberta-base-gpu-*)
-# Each runs under its own time limit (GPU_SUITE_LIMIT seconds, default 200) and writes its log to LOG_DIR (default
-# benchmarks/results/logs); one failing does not stop the others. About 6 minutes on an H200 (an estimate: not yet run on one).
+#   overhead.py --shape roberta-base  APT machinery vs LoRA on roberta-base shapes
+#                                     (results/overhead-roberta-base-gpu-*)
+# Each runs under its own time limit (GPU_SUITE_LIMIT seconds, default 200) and writes its log to
+# LOG_DIR (default benchmarks/results/logs); one failing does not stop the others. About 6 minutes
+# on an H200 (an estimate: not yet run on one).
 #   bash benchmarks/gpu_suite.sh [LOG_DIR]
 set -u
 cd "$(dirname "$0")"

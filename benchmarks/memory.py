@@ -27,8 +27,8 @@ are left out).
 
 The built-in MiniLM config by default (results/memory-<date>); another config writes
 results/memory-<config's first word>-<date> (e.g. memory-smollm2); on a GPU the name ends in -gpu
-(memory-gpu-<date>). On 2 CPU cores: MiniLM part 1
-about 3 minutes, part 2 about 12; SmolLM2 part 1 about 8, part 2 about 20.
+(memory-gpu-<date>). On 2 CPU cores: MiniLM part 1 about 3 minutes, part 2 about 12; SmolLM2
+part 1 about 8, part 2 about 20.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _run_at(phase: str, config: Path) -> tuple[AptRun, int, object]:
 
 
 def measure(phase: str, steps: int, config: Path) -> dict:
-    """Component sizes, saved activations, resident memory and step time of one phase."""
+    """Component sizes, saved activations, memory in use and step time of one phase."""
     run, step, data = _run_at(phase, config)
     device = run.acc.device
     run.train_step(next(data), step)  # optimizer state exists from here on

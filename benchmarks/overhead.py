@@ -75,8 +75,8 @@ def roberta_base(folder: Path) -> Path:
 def measure(case: str, steps: int, model_dir: str | None) -> dict:
     """Median step time and peak memory of one case (the model in `model_dir`, else MiniLM)."""
     overrides, keep = CASES[case]
-    model = [f"model.name_or_path={model_dir}"] if model_dir else []
-    cfg = apply_overrides(load_config(CONFIG), [*overrides, *model, "train.max_steps=1000"])
+    source = [f"model.name_or_path={model_dir}"] if model_dir else []
+    cfg = apply_overrides(load_config(CONFIG), [*overrides, *source, "train.max_steps=1000"])
     torch.manual_seed(0)
     task = load_objective(cfg)
     model, tokenizer = load_model(cfg.model, task)
