@@ -108,9 +108,13 @@ def _quality_table() -> str:
     return "\n" + files[-1].read_text(encoding="utf-8").split("\n", 2)[2].strip() + "\n"
 
 
-def _seeds_of(method: str) -> list[int]:
-    """The seeds (of 42, 43, 44) with a committed 3-epoch row of `method`."""
-    return [s for s in (42, 43, 44) if _quality_path(method, s).is_file()]
+SEEDS = (42, 43, 44)  # the README's main table
+FIVE_SEEDS = (42, 43, 44, 45, 46)  # the five-seed table (quality-five-seeds)
+
+
+def _seeds_of(method: str, seeds: tuple[int, ...] = SEEDS) -> list[int]:
+    """The seeds (of `seeds`) with a committed 3-epoch row of `method`."""
+    return [s for s in seeds if _quality_path(method, s).is_file()]
 
 
 def _seed_mean(method: str, key: str = "test_accuracy") -> float:
@@ -119,23 +123,23 @@ def _seed_mean(method: str, key: str = "test_accuracy") -> float:
     return statistics.mean(_quality(method, s)[key] for s in _seeds_of(method))
 
 
-def _seed_differences(method: str, base: str) -> list[float]:
-    """`method`'s test accuracy minus `base`'s on each seed with `method`'s row, in points."""
+def _seed_differences(method: str, base: str, seeds: tuple[int, ...] = SEEDS) -> list[float]:
+    """`method`'s test accuracy minus `base`'s on each seed (of `seeds`) with `method`'s row, in points."""
     return [
         100 * (_quality(method, s)["test_accuracy"] - _quality(base, s)["test_accuracy"])
-        for s in _seeds_of(method)
+        for s in _seeds_of(method, seeds)
     ]
 
 
-def _paired_points(method: str, base: str = "apt-0.6-no-distill") -> str:
+def _paired_points(method: str, base: str = "apt-0.6-no-distill", seeds: tuple[int, ...] = SEEDS) -> str:
     """Mean ± sample standard deviation of `method`'s seed-by-seed differences from `base`, in points."""
-    diffs = _seed_differences(method, base)
+    diffs = _seed_differences(method, base, seeds)
     return f"{statistics.mean(diffs):+.1f} ± {statistics.stdev(diffs):.1f}"
 
 
-def _each_seed_points(method: str, base: str = "apt-0.6-no-distill") -> str:
+def _each_seed_points(method: str, base: str = "apt-0.6-no-distill", seeds: tuple[int, ...] = SEEDS) -> str:
     """`method`'s seed-by-seed differences from `base` in points, in seed order, e.g. "-1.4, -0.7, +1.2"."""
-    return ", ".join(f"{d:+.1f}" for d in _seed_differences(method, base))
+    return ", ".join(f"{d:+.1f}" for d in _seed_differences(method, base, seeds))
 
 
 def _latency_kept() -> str:
@@ -247,6 +251,7 @@ def _early(seed: int) -> dict[str, Callable[[], str]]:
 
 
 FIVE = "quality-five-seeds"  # quality.py --name quality-five-seeds --seeds 42,43,44,45,46
+EARLY = "apt-0.6-no-distill-prune-early"
 
 
 def _five_rows(method: str) -> list[dict]:
@@ -267,15 +272,6 @@ def _no_later_than_lora(method: str, key: str) -> str:
     pairs = [(r[method], r["lora"]) for r in rows.values() if method in r and "lora" in r]
     first = [a[key] is not None and (b[key] is None or a[key] <= b[key]) for a, b in pairs]
     return f"{sum(first)} of {len(pairs)}"
-
-
-def _five_differences(method: str, base: str = "apt-0.6-no-distill") -> str:
-    """`method`'s test accuracy minus `base`'s on each seed of the five-seed result, in points, with
-    their mean ± sample standard deviation: "-1.2, +0.6 (mean -0.3 ± 1.3)"."""
-    pairs = [(r[method], r[base]) for r in latest(FIVE)["rows"].values() if method in r and base in r]
-    diffs = [100 * (a["test_accuracy"] - b["test_accuracy"]) for a, b in pairs]
-    each = ", ".join(f"{d:+.1f}" for d in diffs)
-    return f"{each} (mean {statistics.mean(diffs):+.1f} ± {statistics.stdev(diffs):.1f})"
 
 
 def _five(key: str, method: str) -> dict[str, Callable[[], str]]:
@@ -399,8 +395,9 @@ FIGURES: dict[str, Callable[[], str]] = {
     **_same_day(44),
     **_five("lora", "lora"),
     **_five("builtin", "apt-0.6-no-distill"),
-    **_five("early", "apt-0.6-no-distill-prune-early"),
-    "quality5.early.diffs": partial(_five_differences, "apt-0.6-no-distill-prune-early"),
+    **_five("early", EARLY),
+    "quality5.early.diffs": partial(_each_seed_points, EARLY, seeds=FIVE_SEEDS),
+    "quality5.early.diff": partial(_paired_points, EARLY, seeds=FIVE_SEEDS),
     **_steps(42),
     **_steps(43),
     **_steps(44),

@@ -40,7 +40,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -50,8 +49,9 @@ from common import in_own_processes, write_results
 from aptune.adapter import AptLinear
 from aptune.config import apply_overrides, load_config
 from aptune.snapshot import WeightSnapshot
+from aptune.timing import median_ms
 from aptune.train.data import batches
-from aptune.train.memory import current_memory_mb, release_freed_memory, tensor_mb
+from aptune.train.memory import current_memory_mb, peak_memory_mb, release_freed_memory, tensor_mb
 from aptune.train.run import AptRun
 from aptune.train.setup import load_model
 from aptune.train.tasks import load_objective
@@ -65,7 +65,6 @@ PHASES = {
     "after shrink (60% kept)": [],
     "distillation (60% kept)": ["distill.enabled=true"],
 }
-MB = 2**20
 NOTE = (
     "Each phase in its own process; step ms is the median of a few steps there, so it is noisy: the "
     "whole runs' dense-phase step time (from their histories) is the figure to compare."
@@ -73,27 +72,28 @@ NOTE = (
 
 
 def _device() -> torch.device:
+    """The device the runs train on (`Accelerator`'s choice), for the parent process's labels."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _current_mb() -> float:
+def _in_use_mb(device: torch.device) -> float:
     """Memory in use now: allocated on a GPU, the resident set on a CPU."""
-    return current_memory_mb(_device())["memory_mb"]
+    return current_memory_mb(device)["memory_mb"]
 
 
-def _reset_peak() -> None:
+def _reset_peak(device: torch.device) -> None:
     """Reset the peak mark: the allocator's on a GPU, the kernel's peak RSS (Linux:
     /proc/self/clear_refs) on a CPU."""
-    if _device().type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     else:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def _peak_mb() -> float:
+def _peak_mb(device: torch.device) -> float:
     """The peak since the last `_reset_peak` in MB: allocated on a GPU, VmHWM on a CPU."""
-    if _device().type == "cuda":
-        return torch.cuda.max_memory_allocated() / MB
+    if device.type == "cuda":
+        return peak_memory_mb(device)
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -141,22 +141,16 @@ def measure(phase: str, steps: int, config: Path) -> dict:
         saved.append(t)
         return t
 
-    before = _current_mb()
-    _reset_peak()
+    before = _in_use_mb(device)
+    _reset_peak(device)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         run.train_step(next(data), step)
-    peak, saved_mb = _peak_mb(), tensor_mb(saved)
+    peak, saved_mb = _peak_mb(device), tensor_mb(saved)
     saved.clear()  # the list kept the step's activations alive
-    after = _current_mb()
+    after = _in_use_mb(device)
     release_freed_memory(device)
-    trimmed = _current_mb()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        run.train_step(next(data), step)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1000)
+    trimmed = _in_use_mb(device)
+    step_ms = median_ms(lambda: run.train_step(next(data), step), device, warmup=1, runs=steps)
     model = run.model
     trainable = {id(p) for p in run.trainable()}
     adapters = [p for m in model.modules() if isinstance(m, AptLinear) for p in (m.lora_A, m.lora_B)]
@@ -173,7 +167,7 @@ def measure(phase: str, steps: int, config: Path) -> dict:
         "step_peak_mb": peak,
         "rss_after_mb": after,
         "rss_trimmed_mb": trimmed,
-        "step_ms": statistics.median(times),
+        "step_ms": step_ms,
     }
 
 

@@ -14,8 +14,8 @@ RoBERTa-base runs), fed the MiniLM tokenizer's ids. Configurations:
 
     python benchmarks/overhead.py [--steps 12] [--shape roberta-base]
 
-Runs on the GPU where one is visible: peak memory is then torch's peak allocation over the timed
-steps, else the process's peak RSS. Writes results/overhead-<date> (MiniLM on a CPU) or
+Runs on the GPU where one is visible: peak memory is then torch's peak allocation over the steps
+after the first, else the process's peak RSS. Writes results/overhead-<date> (MiniLM on a CPU) or
 results/overhead-<shape>-<cpu|gpu>-<date>. MiniLM: about 5 minutes on 2 CPU cores.
 """
 
@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -35,6 +33,7 @@ from common import in_own_processes, minilm, write_results
 
 from aptune.config import apply_overrides, load_config
 from aptune.snapshot import WeightSnapshot
+from aptune.timing import median_ms
 from aptune.train.data import batches
 from aptune.train.memory import peak_memory_mb
 from aptune.train.run import AptRun
@@ -93,18 +92,13 @@ def measure(case: str, steps: int, model_dir: str | None) -> dict:
         else:
             run.pruner.masks.step(0.5)  # masks part-way: the masked code path is active
         run.distill.teacher.snapshot = WeightSnapshot.take(run.trainable())
-    times = []
-    for i in range(steps + 2):
-        if i == 2 and device.type == "cuda":  # the GPU peak covers the timed steps only
-            torch.cuda.reset_peak_memory_stats(device)
-        start = time.perf_counter()
-        run.train_step(next(data), step)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1000)
+    run.train_step(next(data), step)  # the first of two warm-up steps
+    if device.type == "cuda":  # the GPU peak covers the second warm-up step and the timed ones
+        torch.cuda.reset_peak_memory_stats(device)
+    step_ms = median_ms(lambda: run.train_step(next(data), step), device, warmup=1, runs=steps)
     kept = run.pruner.prunable_params() / run.pruner.initial_params if run.pruner else 1.0
     return {
-        "step_ms": statistics.median(times[2:]),
+        "step_ms": step_ms,
         "peak_memory_mb": peak_memory_mb(device),
         "prunable_kept": kept,
         "device": str(device),
@@ -135,7 +129,7 @@ def _table(rows: dict[str, dict], shape: str, steps: int) -> list[str]:
             f"{r['peak_memory_mb'] / lora['peak_memory_mb']:.2f}x |"
         )
     peak = (
-        "torch's peak allocation over the timed steps"
+        "torch's peak allocation over the steps after the first"
         if gpu
         else "the process's peak RSS, which for the shrunk cases includes the one full-size step "
         "that collects their salience"
