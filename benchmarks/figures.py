@@ -20,7 +20,9 @@ from collections.abc import Callable
 from functools import cache, partial
 from pathlib import Path
 
-from aptune.config import load_config
+from common import WINDOW_10_60
+
+from aptune.config import apply_overrides, load_config
 from aptune.schedule import phase_steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,6 +254,7 @@ def _early(seed: int) -> dict[str, Callable[[], str]]:
 
 FIVE = "quality-five-seeds"  # quality.py --name quality-five-seeds --seeds 42,43,44,45,46
 EARLY = "apt-0.6-no-distill-prune-early"
+EARLY_HEADS4 = "apt-0.6-no-distill-prune-early-heads4"
 
 
 def _five_rows(method: str) -> list[dict]:
@@ -274,6 +277,19 @@ def _no_later_than_lora(method: str, key: str) -> str:
     return f"{sum(first)} of {len(pairs)}"
 
 
+def _mean_t97(agg: dict) -> str:
+    """A method's mean time to 97% over the seeds that reached it, e.g. "462 s (4 of 5 seeds)"."""
+    reached, seeds = agg["reached_97"], agg["seeds"]
+    tail = "" if reached == seeds else f" ({reached} of {seeds} seeds)"
+    return _seconds(agg["time_to_97"]) + tail
+
+
+def _five_of_ft(method: str) -> str:
+    """`method`'s mean test accuracy over the five seeds as a share of full fine-tuning's, e.g. "98.6%"."""
+    methods = latest(FIVE)["methods"]
+    return f"{methods[method]['test_accuracy'] / methods['full-ft']['test_accuracy']:.1%}"
+
+
 def _five(key: str, method: str) -> dict[str, Callable[[], str]]:
     """Figures of `method` in the five-seed result: test accuracy, steps to 97%, mean train time and
     (APT only) on how many seeds it reached 97% no later than LoRA, in steps and in wall time."""
@@ -285,6 +301,7 @@ def _five(key: str, method: str) -> dict[str, Callable[[], str]]:
         f"quality5.{key}.acc": lambda: f"{agg()['test_accuracy']:.4f} ± {agg()['test_accuracy_std']:.4f}",
         f"quality5.{key}.steps": partial(_five_steps, method),
         f"quality5.{key}.train": lambda: _seconds(agg()["train_seconds"]),
+        f"quality5.{key}.t97": lambda: _mean_t97(agg()),
     }
     if method != "lora":
         out[f"quality5.{key}.first_steps"] = partial(_no_later_than_lora, method, "step_to_97")
@@ -300,9 +317,9 @@ def _low_after_best(method: str) -> float:
 
 @cache
 def _logged_phases(total_steps: int) -> tuple[int, int]:
-    """Logged steps (optimizer steps done) of the built-in run's last re-plan and of the recovery
-    phase's first evaluation, for a run of `total_steps` with distillation on."""
-    cfg = load_config(CONFIG)
+    """Logged steps (optimizer steps done) of the last re-plan of the 10%-60% window the distilling
+    rows ran with and of the recovery phase's first evaluation, for a run of `total_steps`."""
+    cfg = apply_overrides(load_config(CONFIG), WINDOW_10_60)
     p = cfg.pruning
     _, end, distill_end = phase_steps(p.start_step, p.end_step, cfg.distill.after_pruning, total_steps)
     return end + 1, distill_end + 1
@@ -396,8 +413,14 @@ FIGURES: dict[str, Callable[[], str]] = {
     **_five("lora", "lora"),
     **_five("builtin", "apt-0.6-no-distill"),
     **_five("early", EARLY),
+    **_five("early_heads4", EARLY_HEADS4),
     "quality5.early.diffs": partial(_each_seed_points, EARLY, seeds=FIVE_SEEDS),
     "quality5.early.diff": partial(_paired_points, EARLY, seeds=FIVE_SEEDS),
+    "quality5.early_heads4.diffs": partial(_each_seed_points, EARLY_HEADS4, seeds=FIVE_SEEDS),
+    "quality5.early_heads4.of_ft": partial(_five_of_ft, EARLY_HEADS4),
+    "quality5.early_heads4.speedup": lambda: f"{latest(FIVE)['methods'][EARLY_HEADS4]['speedup']:.2f}x",
+    "quality5.early_heads4.diff": partial(_paired_points, EARLY_HEADS4, seeds=FIVE_SEEDS),
+    "quality5.early_heads4.vs_early": partial(_paired_points, EARLY_HEADS4, EARLY, seeds=FIVE_SEEDS),
     **_steps(42),
     **_steps(43),
     **_steps(44),

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import RESULTS, minilm, review_batches, salience_pruner, write_results
+from common import RESULTS, WINDOW_10_60, minilm, review_batches, salience_pruner, write_results
 from safetensors.torch import load_model, save_model
 
 from aptune.adapter import attach_adapters, merge_adapters
@@ -60,10 +60,19 @@ from aptune.train.tasks import evaluate_classifier as evaluate
 CONFIG = Path(__file__).parents[1] / "configs" / "minilm-rotten-tomatoes.yaml"
 ROWS = RESULTS / "quality-rows"
 LORA_MODEL = "lora-merged.safetensors"
-DISTILL = ["distill.enabled=true"]
+DISTILL = ["distill.enabled=true", *WINDOW_10_60]
 # the reference's teacher choice: a teacher keeps the validation score it had when it was chosen
 REFERENCE = [*DISTILL, "distill.rescore_teacher=false"]
-NO_DISTILL = ["distill.enabled=false", "pruning.target_sparsity=0.6"]  # the built-in config's protocol
+# the built-in config's protocol until 2026-12-04 (no distillation, the 10%-60% window)
+NO_DISTILL = ["distill.enabled=false", "pruning.target_sparsity=0.6", *WINDOW_10_60]
+# the pruning window in the first quarter of the run (steps 5%-25%; the reference prunes SST-2 in the
+# first 7.5% of its 40 epochs), re-planned every 16 steps with masks fading over 16 steps
+PRUNE_EARLY = [
+    "pruning.start_step=0.05",
+    "pruning.end_step=0.25",
+    "pruning.update_frequency=16",
+    "pruning.mask_decay_rate=0.0625",
+]
 APT = {
     "apt-0.4": [*REFERENCE, "pruning.target_sparsity=0.4"],
     "apt-0.6": [*REFERENCE, "pruning.target_sparsity=0.6"],
@@ -73,8 +82,8 @@ APT = {
     # the teacher is scored again under the current masks before the student is compared with it
     "apt-0.6-rescore": [*DISTILL, "pruning.target_sparsity=0.6"],
     "apt-0.6-no-distill": NO_DISTILL,
-    "apt-0.4-no-distill": ["distill.enabled=false", "pruning.target_sparsity=0.4"],
-    "apt-0.5-no-distill": ["distill.enabled=false", "pruning.target_sparsity=0.5"],
+    "apt-0.4-no-distill": [*NO_DISTILL, "pruning.target_sparsity=0.4"],
+    "apt-0.5-no-distill": [*NO_DISTILL, "pruning.target_sparsity=0.5"],
     "apt-0.6-no-distill-no-kurtosis": [*NO_DISTILL, "pruning.use_kurtosis=false"],
     "apt-0.6-no-distill-no-growth": [*NO_DISTILL, "tuning.enabled=false"],
     # the pruning window ends at 40% of the steps instead of 60%: longer recovery at the final size
@@ -88,15 +97,11 @@ APT = {
         "model.adapter.mha_components=[query,key,value,output]",
         "model.adapter.ffn_components=[intermediate,output]",
     ],
-    # the pruning window in the first quarter of the run (steps 5%-25%; the reference prunes SST-2 in
-    # the first 7.5% of its 40 epochs), re-planned every 16 steps with masks fading over 16 steps
-    "apt-0.6-no-distill-prune-early": [
-        *NO_DISTILL,
-        "pruning.start_step=0.05",
-        "pruning.end_step=0.25",
-        "pruning.update_frequency=16",
-        "pruning.mask_decay_rate=0.0625",
-    ],
+    # the early pruning window (PRUNE_EARLY)
+    "apt-0.6-no-distill-prune-early": [*NO_DISTILL, *PRUNE_EARLY],
+    # the built-in config's protocol since 2026-12-04: the early window with at least 4 heads in
+    # every layer (without the floor, most layers keep 1-3 heads)
+    "apt-0.6-no-distill-prune-early-heads4": [*NO_DISTILL, *PRUNE_EARLY, "pruning.min_heads_per_layer=4"],
     "apt-0.6-teacher-unmasked": [*REFERENCE, "pruning.target_sparsity=0.6", "distill.teacher_masks=false"],
     "apt-0.6-old-distill": [
         *DISTILL,
@@ -257,8 +262,9 @@ def _recover(model, tokenizer, data, args, steps) -> tuple[float, list]:
 
 
 def _recovery_steps(args, n_train: int) -> int:
-    """APT's steps after its pruning window: (1 - end_step) x the run's steps."""
-    cfg = load_config(CONFIG)
+    """APT's steps after the 10%-60% pruning window the peer rows were measured against:
+    (1 - end_step) x the run's steps."""
+    cfg = apply_overrides(load_config(CONFIG), WINDOW_10_60)
     return round((1 - cfg.pruning.end_step) * _steps(args, n_train))
 
 
