@@ -2,6 +2,8 @@
 
 import pytest
 
+from aptune.config import apply_overrides, load_config
+
 from ..conftest import load_benchmark
 
 
@@ -61,3 +63,22 @@ def test_a_named_report_writes_under_its_name_with_every_seed(quality, monkeypat
     assert written["name"] == "quality-five-seeds"
     assert written["payload"]["seeds"] == [45, 46]
     assert "seeds 45, 46" in written["text"]
+
+
+def _pruning(quality, overrides: list[str]):
+    """The pruning section of the built-in MiniLM config with `overrides` applied."""
+    return apply_overrides(load_config(quality.CONFIG), overrides).pruning
+
+
+def test_the_early_heads4_row_is_the_built_in_configs_pruning(quality):
+    built_in = _pruning(quality, [])
+    row = _pruning(quality, quality.APT["apt-0.6-no-distill-prune-early-heads4"])
+    assert row == built_in
+    assert (built_in.start_step, built_in.end_step, built_in.min_heads_per_layer) == (0.05, 0.25, 4)
+
+
+@pytest.mark.parametrize("name", ["apt-0.6", "apt-0.6-rescore", "apt-0.6-no-distill", "apt-0.4-no-distill"])
+def test_rows_measured_with_the_earlier_window_name_it(quality, name):
+    p = _pruning(quality, quality.APT[name])
+    window = (p.start_step, p.end_step, p.update_frequency, p.mask_decay_rate, p.min_heads_per_layer)
+    assert window == (0.1, 0.6, 32, 0.03125, 1)
