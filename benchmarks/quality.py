@@ -97,7 +97,6 @@ APT = {
         "model.adapter.mha_components=[query,key,value,output]",
         "model.adapter.ffn_components=[intermediate,output]",
     ],
-    # the early pruning window (PRUNE_EARLY)
     "apt-0.6-no-distill-prune-early": [*NO_DISTILL, *PRUNE_EARLY],
     # the built-in config's protocol since 2026-12-04: the early window with at least 4 heads in
     # every layer (without the floor, most layers keep 1-3 heads)
