@@ -253,14 +253,24 @@ def _early(seed: int) -> dict[str, Callable[[], str]]:
 
 
 FIVE = "quality-five-seeds"  # quality.py --name quality-five-seeds --seeds 42,43,44,45,46
+# LoRA's seeds 42-44 run again on the day of the early-heads4 rows: quality.py --only lora --rerun
+# --name quality-lora-rerun --seeds 42,43,44 in a scratch checkout, then --table-only over seeds 42-46
+RERUN = "quality-lora-rerun"
 EARLY = "apt-0.6-no-distill-prune-early"
 EARLY_HEADS4 = "apt-0.6-no-distill-prune-early-heads4"
 
 
-def _five_rows(method: str) -> list[dict]:
-    """`method`'s rows in the five-seed result, in seed order, each with its time and step to 97%."""
-    result = latest(FIVE)
+def _five_rows(method: str, name: str = FIVE) -> list[dict]:
+    """`method`'s rows in the five-seed result `name`, in seed order, each with its time and step to 97%."""
+    result = latest(name)
     return [rows[method] for rows in (result["rows"][str(s)] for s in result["seeds"]) if method in rows]
+
+
+def _five_times(method: str, name: str = FIVE) -> str:
+    """The wall time at which `method` first reached 97% of full fine-tuning on each seed of the
+    result `name`, e.g. "322 s, never"."""
+    times = (r["time_to_97"] for r in _five_rows(method, name))
+    return ", ".join("never" if t is None else _seconds(t) for t in times)
 
 
 def _five_steps(method: str) -> str:
@@ -268,10 +278,10 @@ def _five_steps(method: str) -> str:
     return ", ".join("never" if r["step_to_97"] is None else str(r["step_to_97"]) for r in _five_rows(method))
 
 
-def _no_later_than_lora(method: str, key: str) -> str:
-    """On how many seeds `method` reached 97% of full fine-tuning no later than LoRA (by `key`:
-    `step_to_97` or `time_to_97`), LoRA not reaching it counting as later: "k of n"."""
-    rows = latest(FIVE)["rows"]
+def _no_later_than_lora(method: str, key: str, name: str = FIVE) -> str:
+    """On how many seeds of the result `name` `method` reached 97% of full fine-tuning no later than
+    LoRA (by `key`: `step_to_97` or `time_to_97`), LoRA not reaching it counting as later: "k of n"."""
+    rows = latest(name)["rows"]
     pairs = [(r[method], r["lora"]) for r in rows.values() if method in r and "lora" in r]
     first = [a[key] is not None and (b[key] is None or a[key] <= b[key]) for a, b in pairs]
     return f"{sum(first)} of {len(pairs)}"
@@ -421,6 +431,11 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality5.early_heads4.speedup": lambda: f"{latest(FIVE)['methods'][EARLY_HEADS4]['speedup']:.2f}x",
     "quality5.early_heads4.diff": partial(_paired_points, EARLY_HEADS4, seeds=FIVE_SEEDS),
     "quality5.early_heads4.vs_early": partial(_paired_points, EARLY_HEADS4, EARLY, seeds=FIVE_SEEDS),
+    "quality5.rerun.lora_times": partial(_five_times, "lora", RERUN),
+    "quality5.rerun.apt_times": partial(_five_times, EARLY_HEADS4, RERUN),
+    "quality5.rerun.lora_t97": lambda: _mean_t97(latest(RERUN)["methods"]["lora"]),
+    "quality5.rerun.apt_t97": lambda: _mean_t97(latest(RERUN)["methods"][EARLY_HEADS4]),
+    "quality5.rerun.first_time": partial(_no_later_than_lora, EARLY_HEADS4, "time_to_97", RERUN),
     **_steps(42),
     **_steps(43),
     **_steps(44),
