@@ -28,3 +28,14 @@ def test_a_seed_counts_only_where_apt_reached_97_percent_no_later_than_lora(figu
     assert figures._no_later_than_lora("apt", "step_to_97") == "2 of 5"
     assert figures._no_later_than_lora("apt", "time_to_97") == "3 of 5"
     assert figures._five_steps("apt") == "700, 500, 900, never, never"
+    assert figures._five_times("apt") == "500 s, 400 s, 600 s, never, never"
+
+
+def _agg(time, reached, seeds) -> dict:
+    return {"time_to_97": time, "reached_97": reached, "seeds": seeds}
+
+
+def test_the_mean_time_to_97_percent_says_how_many_seeds_it_averages(figures):
+    assert figures._mean_t97(_agg(441.2, 5, 5)) == "441 s"
+    assert figures._mean_t97(_agg(1441.0, 4, 5)) == "1,441 s (4 of 5 seeds)"
+    assert figures._mean_t97(_agg(None, 0, 3)) == "not reached (0 of 3 seeds)"
