@@ -63,8 +63,14 @@ LORA_MODEL = "lora-merged.safetensors"
 DISTILL = ["distill.enabled=true", *WINDOW_10_60]
 # the reference's teacher choice: a teacher keeps the validation score it had when it was chosen
 REFERENCE = [*DISTILL, "distill.rescore_teacher=false"]
-# the built-in config's protocol until 2026-12-04 (no distillation, the 10%-60% window)
-NO_DISTILL = ["distill.enabled=false", "pruning.target_sparsity=0.6", *WINDOW_10_60]
+
+
+def _no_distill(sparsity: float) -> list[str]:
+    """The built-in config's protocol until 2026-12-04 (no distillation, the 10%-60% window) at `sparsity`."""
+    return ["distill.enabled=false", f"pruning.target_sparsity={sparsity}", *WINDOW_10_60]
+
+
+NO_DISTILL = _no_distill(0.6)
 # the pruning window in the first quarter of the run (steps 5%-25%; the reference prunes SST-2 in the
 # first 7.5% of its 40 epochs), re-planned every 16 steps with masks fading over 16 steps
 PRUNE_EARLY = [
@@ -82,8 +88,8 @@ APT = {
     # the teacher is scored again under the current masks before the student is compared with it
     "apt-0.6-rescore": [*DISTILL, "pruning.target_sparsity=0.6"],
     "apt-0.6-no-distill": NO_DISTILL,
-    "apt-0.4-no-distill": [*NO_DISTILL, "pruning.target_sparsity=0.4"],
-    "apt-0.5-no-distill": [*NO_DISTILL, "pruning.target_sparsity=0.5"],
+    "apt-0.4-no-distill": _no_distill(0.4),
+    "apt-0.5-no-distill": _no_distill(0.5),
     "apt-0.6-no-distill-no-kurtosis": [*NO_DISTILL, "pruning.use_kurtosis=false"],
     "apt-0.6-no-distill-no-growth": [*NO_DISTILL, "tuning.enabled=false"],
     # the pruning window ends at 40% of the steps instead of 60%: longer recovery at the final size
