@@ -87,13 +87,22 @@ def machine() -> dict[str, object]:
     }
 
 
+def run_child(cmd: list[str]) -> str:
+    """Run `cmd` and return its stdout; on failure, raise with the end of its stderr in the message
+    (a benchmark's child process otherwise fails with nothing but its exit status)."""
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-30:])
+        raise RuntimeError(f"{' '.join(cmd)} exited with {done.returncode}:\n{tail}")
+    return done.stdout
+
+
 def in_own_processes(script: str, cases, steps: int, extra: tuple[str, ...] = ()) -> dict[str, dict]:
     """Run `python script --one CASE --steps STEPS *extra` once per case, each in a fresh process
     (so its peak memory is its own), and collect the JSON row each prints last."""
     rows = {}
     for case in cases:
-        cmd = [sys.executable, script, "--one", case, "--steps", str(steps), *extra]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        out = run_child([sys.executable, script, "--one", case, "--steps", str(steps), *extra])
         rows[case] = json.loads(out.strip().splitlines()[-1])
         print(case, rows[case], flush=True)
     return rows

@@ -37,14 +37,13 @@ import argparse
 import itertools
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from common import in_own_processes, write_results
+from common import in_own_processes, run_child, write_results
 
 from aptune.adapter import AptLinear
 from aptune.config import apply_overrides, load_config
@@ -177,7 +176,7 @@ def whole(config: Path, config_overrides: list[str], work: Path) -> dict:
     cmd = [sys.executable, "-m", "aptune.cli", "train", str(config), "--output-dir", str(out), "--overwrite",
            "--no-progress", "--set", "train.measure_speed=false", "train.log_every=5",
            *config_overrides]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    run_child(cmd)
     metrics = json.loads((out / "metrics.json").read_text())
     lines = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     curve = [(r["step"], r["memory_mb"]) for r in lines]
@@ -322,7 +321,8 @@ def main() -> None:
     rows = in_own_processes(__file__, PHASES, args.steps, ("--config", str(args.config)))
     lines = [_title(args.config), "", *_phase_table(rows), "", NOTE]
     payload: dict = {"config": str(args.config), "steps": args.steps, "phases": rows}
-    if args.whole:
+    json_path, md_path = write_results(_suite(args.config), payload, "\n".join(lines))
+    if args.whole:  # part 1 is already on disk, should the whole runs fail
         with tempfile.TemporaryDirectory() as tmp:
             runs = with_dense_step_ms(
                 {
@@ -332,7 +332,7 @@ def main() -> None:
             )
         payload["whole"] = runs
         lines += ["", "**Whole runs of the config** (export timing off)", "", *_whole_table(runs)]
-    json_path, md_path = write_results(_suite(args.config), payload, "\n".join(lines))
+        json_path, md_path = write_results(_suite(args.config), payload, "\n".join(lines))
     print(md_path.read_text())
     print(f"wrote {json_path}")
 
