@@ -10,12 +10,15 @@ from aptune.masks import MaskState, install_masks
 from aptune.pruner import Pruner
 from aptune.salience import (
     OutlierWeights,
+    PowerSumCache,
     SalienceCollector,
+    SiteTotals,
     ScoreAverage,
     _channel_sum,
     add_outlier_terms,
     block_scores,
     column_kurtosis_sqrt,
+    column_power_sums,
     excess_kurtosis_sqrt,
     outlier_term,
 )
@@ -222,6 +225,44 @@ def test_column_kurtosis_equals_kurtosis_of_stacked_columns():
     stacked = torch.cat(weights).t().double()  # (6, 14)
     torch.testing.assert_close(column_kurtosis_sqrt(weights), excess_kurtosis_sqrt(stacked).float())
     assert int(column_kurtosis_sqrt(weights).argmax()) == 2
+
+
+def test_power_sum_cache_keeps_a_parameter_until_it_changes():
+    g = torch.Generator().manual_seed(3)
+    w = torch.nn.Parameter(torch.randn(7, 5, generator=g), requires_grad=False)
+    cache = PowerSumCache()
+    first = cache(w)
+    torch.testing.assert_close(first, column_power_sums(w), rtol=0, atol=0)
+    assert cache(w) is first  # unchanged: kept
+    with torch.no_grad():
+        w.mul_(2.0)  # in place, as an optimizer step or an adapter merge
+    changed = cache(w)
+    assert changed is not first
+    torch.testing.assert_close(changed, column_power_sums(w), rtol=0, atol=0)
+    w.data = w.data[:, :3].contiguous()  # a cut, as shrinking does
+    assert cache(w).shape == (4, 3)
+    torch.testing.assert_close(cache(w), column_power_sums(w), rtol=0, atol=0)
+    plain = w.detach() + 0  # not a parameter (an adapted layer's effective weight): never kept
+    assert cache(plain) is not cache(plain)
+    assert len(cache.entries) == 1
+
+
+def test_neuron_outlier_term_is_the_column_kurtosis_of_the_weight():
+    """Single-column blocks: the term with a positive mean |X| equals `outlier_term` (a scale does not
+    change a kurtosis), 0 where the input was never active, and the same through the cache."""
+    g = torch.Generator().manual_seed(4)
+    w = torch.nn.Parameter(torch.randn(16, 6, generator=g) ** 3, requires_grad=False)
+    act = torch.rand(6, generator=g) + 0.1
+    act[4] = 0.0  # a neuron never active in this batch
+    totals = {("neuron", 0): SiteTotals(act=act * 10, grad=torch.ones(6), tokens=10.0)}
+    base = BlockScores(heads=[], neurons=[torch.zeros(6)], hidden=torch.zeros(3))
+    weights = OutlierWeights(heads=[], neurons=[w], hidden=[])
+    cache = PowerSumCache()
+    for power_sums in (column_power_sums, cache, cache):
+        out = add_outlier_terms(base, totals, weights, 1, 1.0, power_sums).neurons[0]
+        expected = outlier_term(w, act, 1)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+        assert out[4] == 0 and (out[[0, 1, 2, 3, 5]] > 0).all()
 
 
 def test_outlier_terms_add_to_heads_neurons_and_hidden_dims(kind):

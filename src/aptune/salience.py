@@ -20,11 +20,13 @@ callable with the same signature.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+from torch import nn
 
 from .blocks import BlockInventory, BlockScores, MaskPlan
 from .masks import SiteKey
@@ -139,23 +141,60 @@ def excess_kurtosis_sqrt(blocks: torch.Tensor, eps: float = 1e-10) -> torch.Tens
     return _kurtosis_sqrt(centred.pow(2).mean(1), centred.pow(4).mean(1), blocks.pow(2).mean(1), eps)
 
 
-def column_kurtosis_sqrt(weights: list[torch.Tensor], eps: float = 1e-10) -> torch.Tensor:
+def column_power_sums(w: torch.Tensor) -> torch.Tensor:
+    """Sums of w, w^2, w^3 and w^4 over the rows of `w` (d_out, C), per column, in fp64 on the CPU:
+    (4, C)."""
+    x = w.detach().double()  # (d_out, C)
+    x2 = x * x  # each power from the one below: a per-step hot path
+    s1, s2, s3 = x.sum(0), x2.sum(0), (x2 * x).sum(0)  # (C,) each
+    s4 = x2.square_().sum(0)  # (C,)
+    return torch.stack([s1, s2, s3, s4]).cpu()
+
+
+PowerSums = Callable[[torch.Tensor], torch.Tensor]
+"""`column_power_sums` or a cache in front of it (`PowerSumCache`)."""
+
+
+@dataclass
+class PowerSumCache:
+    """`column_power_sums` of parameters, kept until the parameter changes.
+
+    A frozen weight (every block reader and output projection without an adapter) keeps its sums
+    from step to step. A parameter changed in place (an optimizer step, an adapter merge, a loaded
+    checkpoint) has a new version, and one cut by shrinking a new storage and shape, so its sums
+    are computed again. Other tensors, such as an adapted layer's effective weight (new at every
+    step), are never kept. An entry holds a weak reference to its parameter, so a new parameter at
+    a dead one's address is not mistaken for it.
+    """
+
+    entries: dict[int, tuple[weakref.ref, tuple, torch.Tensor]] = field(default_factory=dict)
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor:
+        """The power sums of `w`: (4, C)."""
+        if not isinstance(w, nn.Parameter):
+            return column_power_sums(w)
+        key = (w.data_ptr(), w._version, tuple(w.shape), w.dtype, w.device)
+        entry = self.entries.get(id(w))
+        if entry is not None and entry[0]() is w and entry[1] == key:
+            return entry[2]
+        sums = column_power_sums(w)
+        self.entries[id(w)] = (weakref.ref(w), key, sums)
+        return sums
+
+
+def column_kurtosis_sqrt(
+    weights: list[torch.Tensor], eps: float = 1e-10, power_sums: PowerSums = column_power_sums
+) -> torch.Tensor:
     """sqrt(max(excess kurtosis, 0)) of each column j over the rows of all `weights` stacked.
 
     weights: matrices (d_out_k, C) sharing their column count. Equals `excess_kurtosis_sqrt` of the
-    transposed concatenation, from per-column power sums, so no stacked copy is ever built.
-    Returns (C,).
+    transposed concatenation, from per-column power sums (`power_sums` of each matrix), so no
+    stacked copy is ever built. Returns (C,).
     """
     sums = torch.zeros(4, weights[0].shape[1], dtype=torch.float64)  # sum of x, x^2, x^3, x^4
-    rows = 0
     for w in weights:
-        x = w.detach().double()  # (d_out_k, C)
-        x2 = x * x  # each power from the one below: a per-step hot path
-        x3 = x2 * x
-        powers = torch.stack([x.sum(0), x2.sum(0), x3.sum(0), (x2 * x2).sum(0)])  # (4, C)
-        sums += powers.cpu()
-        rows += x.shape[0]
-    e1, e2, e3, e4 = sums / rows  # raw moments, each (C,)
+        sums += power_sums(w)
+    e1, e2, e3, e4 = sums / sum(w.shape[0] for w in weights)  # raw moments, each (C,)
     m2 = e2 - e1 * e1
     m4 = e4 - 4 * e1 * e3 + 6 * e1 * e1 * e2 - 3 * e1.pow(4)
     return _kurtosis_sqrt(m2, m4, e2, eps).float()
@@ -221,19 +260,23 @@ def add_outlier_terms(
     weights: OutlierWeights,
     head_width: int,
     weight: float,
+    power_sums: PowerSums = column_power_sums,
 ) -> BlockScores:
-    """Add `weight * sqrt(Kurt(O))` to every head, neuron and hidden-dimension score of one batch."""
+    """Add `weight * sqrt(Kurt(O))` to every head, neuron and hidden-dimension score of one batch.
+
+    `power_sums` gives the column power sums behind the neurons' and hidden dimensions' terms (a
+    `PowerSumCache` keeps those of frozen weights)."""
     heads = [
         s + weight * _outlier(totals.get(("head", a)), w, head_width)
         for a, (s, w) in enumerate(zip(scores.heads, weights.heads, strict=True))
     ]
     neurons = [
-        s + weight * _outlier(totals.get(("neuron", f)), w, 1)
+        s + weight * _column_outlier(totals.get(("neuron", f)), w, power_sums)
         for f, (s, w) in enumerate(zip(scores.neurons, weights.neurons, strict=True))
     ]
-    hidden = (
-        scores.hidden + weight * column_kurtosis_sqrt(weights.hidden) if weights.hidden else scores.hidden
-    )
+    hidden = scores.hidden
+    if weights.hidden:
+        hidden = hidden + weight * column_kurtosis_sqrt(weights.hidden, power_sums=power_sums)
     return BlockScores(heads=heads, neurons=neurons, hidden=hidden)
 
 
@@ -262,9 +305,11 @@ class BlockSalience(Protocol):
 @dataclass(frozen=True)
 class OutlierAwareSalience:
     """APT's score: activation x gradient per batch, plus `kurtosis_weight * sqrt(Kurt(O))` when the
-    weight is positive (0 gives plain activation-gradient salience)."""
+    weight is positive (0 gives plain activation-gradient salience). `power_sums` keeps the column
+    power sums of frozen weights between batches."""
 
     kurtosis_weight: float = 1.0
+    power_sums: PowerSumCache = field(default_factory=PowerSumCache, compare=False, repr=False)
 
     def __call__(self, batch: BatchObservation) -> BlockScores:
         """Score every block of `batch`."""
@@ -272,7 +317,8 @@ class OutlierAwareSalience:
         scores = block_scores(batch.totals, inv.heads, inv.neurons, inv.hidden, width)
         if self.kurtosis_weight <= 0:
             return scores
-        return add_outlier_terms(scores, batch.totals, batch.weights(), width, self.kurtosis_weight)
+        weights = batch.weights()
+        return add_outlier_terms(scores, batch.totals, weights, width, self.kurtosis_weight, self.power_sums)
 
 
 def _outlier(t: SiteTotals | None, w: torch.Tensor, block: int) -> torch.Tensor:
@@ -280,6 +326,16 @@ def _outlier(t: SiteTotals | None, w: torch.Tensor, block: int) -> torch.Tensor:
         return torch.zeros(w.shape[1] // block)
     mean_abs = (t.act / t.tokens).to(w.device)  # (C,)
     return outlier_term(w, mean_abs, block).cpu()
+
+
+def _column_outlier(t: SiteTotals | None, w: torch.Tensor, power_sums: PowerSums) -> torch.Tensor:
+    """The outlier term of single-column blocks (FFN neurons). Scaling a column by its mean |X| > 0
+    leaves its kurtosis unchanged, so the term is the weight's own column kurtosis, and 0 where the
+    input was never active (the column of O is all zeros). (C,)."""
+    if t is None or t.tokens == 0:
+        return torch.zeros(w.shape[1])
+    active = t.act.cpu() > 0  # (C,)
+    return torch.where(active, column_kurtosis_sqrt([w], power_sums=power_sums), 0.0)
 
 
 def _blend(old: BlockScores, new: BlockScores, keep: float) -> BlockScores:
