@@ -16,7 +16,7 @@ limit=${GPU_SUITE_LIMIT:-180}
 mkdir -p "$logs"
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU visible'" || exit 1
 status=0
-for job in "llama_gpu.py" "overhead.py --shape roberta-base --steps 30" "memory.py --whole"; do
+for job in "llama_gpu.py" "memory.py --whole" "overhead.py --shape roberta-base --steps 30"; do
     name=${job%%.py*}
     job_limit=$limit
     [ "$name" = memory ] && job_limit=${GPU_SUITE_LIMIT:-240}

@@ -4,7 +4,9 @@ A randomly initialised LlamaForCausalLM of LLaMA-2-7B shape (32 layers, d 4096, 
 gated FFN 11008, vocab 32000) in bf16, batch 4 x 512 tokens, rank-8 adapters on q and v:
 
 * lora: aptune's adapters only (the reference PEFT LoRA figure on an H200 is 156 ms, 26.0 GB);
-* apt-dense: + mask hooks and salience collection at full size (APT's first steps);
+* apt-hooks: + mask hooks and the per-channel |H| and |dL/dH| sums, not scored (the collection);
+* apt-dense: + the per-step salience scores folded into their average (APT's steps up to the end
+  of the pruning window);
 * apt-pruned: the same after physically pruning to 70% of the prunable parameters (APT's steps
   after the pruning window; 30% sparsity as in the paper's LLaMA runs);
 * prefill: forward time of the exported dense vs pruned model at 30% sparsity, aligned to 8.
@@ -124,6 +126,7 @@ def run(shape_name: str, steps: int) -> dict:
     rows = {}
     rows["lora"] = train_step_ms(model, params, batch, steps, device)
     pruner = Pruner(model, PruningConfig(align=8, mask_decay_rate=1.0))
+    rows["apt-hooks"] = train_step_ms(model, params, batch, steps, device, pruner.collector.reset)
     rows["apt-dense"] = train_step_ms(model, params, batch, steps, device, pruner.fold_batch)
     pruner.masks.set_hard(pruner.plan(RETAIN))
     pruner.shrink()

@@ -83,6 +83,15 @@ class BlockScores:
     neurons: list[torch.Tensor]  # per FFN, (n_f^f,)
     hidden: torch.Tensor  # (d,)
 
+    def cpu(self) -> BlockScores:
+        """The scores as fp32 tensors on the CPU, moved in one transfer (one device sync, not one per
+        block set)."""
+        parts = [*self.heads, *self.neurons, self.hidden]
+        flat = torch.cat([p.float() for p in parts]).cpu()  # (sum of sizes,)
+        pieces = list(flat.split([p.numel() for p in parts]))
+        n_h, n_f = len(self.heads), len(self.neurons)
+        return BlockScores(heads=pieces[:n_h], neurons=pieces[n_h : n_h + n_f], hidden=pieces[-1])
+
 
 @dataclass
 class MaskPlan:

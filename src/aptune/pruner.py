@@ -101,12 +101,14 @@ class Pruner:
         return self.inventory().prunable_params(heads, neurons, int((self.masks.hidden > 0).sum()))
 
     def batch_scores(self) -> BlockScores | None:
-        """Salience of every block from the batch the collector holds (None when it saw none)."""
+        """Salience of every block from the batch the collector holds (None when it saw none), on the
+        CPU."""
         totals = self.collector.totals()
         if not totals:
             return None
         width = self.family.head_unit(self.model).qo
-        return self.salience(BatchObservation(totals, self.inventory(), width, self._outlier_weights))
+        scores = self.salience(BatchObservation(totals, self.inventory(), width, self._outlier_weights))
+        return scores.cpu()  # one transfer: the scores are computed where the model lives
 
     @torch.no_grad()
     def _outlier_weights(self) -> OutlierWeights:

@@ -142,13 +142,13 @@ def excess_kurtosis_sqrt(blocks: torch.Tensor, eps: float = 1e-10) -> torch.Tens
 
 
 def column_power_sums(w: torch.Tensor) -> torch.Tensor:
-    """Sums of w, w^2, w^3 and w^4 over the rows of `w` (d_out, C), per column, in fp64 on the CPU:
+    """Sums of w, w^2, w^3 and w^4 over the rows of `w` (d_out, C), per column, in fp64 on w's device:
     (4, C)."""
     x = w.detach().double()  # (d_out, C)
     x2 = x * x  # each power from the one below: a per-step hot path
     s1, s2, s3 = x.sum(0), x2.sum(0), (x2 * x).sum(0)  # (C,) each
     s4 = x2.square_().sum(0)  # (C,)
-    return torch.stack([s1, s2, s3, s4]).cpu()
+    return torch.stack([s1, s2, s3, s4])
 
 
 PowerSums = Callable[[torch.Tensor], torch.Tensor]
@@ -191,7 +191,7 @@ def column_kurtosis_sqrt(
     transposed concatenation, from per-column power sums (`power_sums` of each matrix), so no
     stacked copy is ever built. Returns (C,).
     """
-    sums = torch.zeros(4, weights[0].shape[1], dtype=torch.float64)  # sum of x, x^2, x^3, x^4
+    sums = torch.zeros(4, weights[0].shape[1], dtype=torch.float64, device=weights[0].device)  # x .. x^4
     for w in weights:
         sums += power_sums(w)
     e1, e2, e3, e4 = sums / sum(w.shape[0] for w in weights)  # raw moments, each (C,)
@@ -212,8 +212,8 @@ def outlier_term(weight: torch.Tensor, mean_abs_in: torch.Tensor, block: int) ->
     return excess_kurtosis_sqrt(per_block)  # (n_blocks,)
 
 
-def _product(t: SiteTotals | None, size: int) -> torch.Tensor:
-    return torch.zeros(size) if t is None else (t.act * t.grad).cpu()
+def _product(t: SiteTotals | None, size: int, device: torch.device) -> torch.Tensor:
+    return torch.zeros(size, device=device) if t is None else t.act * t.grad
 
 
 def block_scores(
@@ -226,17 +226,18 @@ def block_scores(
     """Activation-gradient salience S~ of every block from one batch's site totals.
 
     Heads sum their `head_width` channels; hidden dims sum over every hidden site. Sites that saw no
-    data score 0.
+    data score 0. The scores stay on the totals' device (`BlockScores.cpu` moves them in one go).
     """
+    device = next(iter(totals.values())).act.device if totals else torch.device("cpu")
     head_scores = [
-        _product(totals.get(("head", layer)), n * head_width).view(n, head_width).sum(1)  # (n_h,)
+        _product(totals.get(("head", layer)), n * head_width, device).view(n, head_width).sum(1)  # (n_h,)
         for layer, n in enumerate(heads)
     ]
-    neuron_scores = [_product(totals.get(("neuron", layer)), n) for layer, n in enumerate(neurons)]
-    hidden_score = torch.zeros(hidden)
+    neuron_scores = [_product(totals.get(("neuron", layer)), n, device) for layer, n in enumerate(neurons)]
+    hidden_score = torch.zeros(hidden, device=device)
     for key, t in totals.items():
         if key[0] == "hidden":
-            hidden_score += _product(t, hidden)
+            hidden_score += _product(t, hidden, device)
     return BlockScores(heads=head_scores, neurons=neuron_scores, hidden=hidden_score)
 
 
@@ -323,9 +324,9 @@ class OutlierAwareSalience:
 
 def _outlier(t: SiteTotals | None, w: torch.Tensor, block: int) -> torch.Tensor:
     if t is None or t.tokens == 0:
-        return torch.zeros(w.shape[1] // block)
+        return torch.zeros(w.shape[1] // block, device=w.device)
     mean_abs = (t.act / t.tokens).to(w.device)  # (C,)
-    return outlier_term(w, mean_abs, block).cpu()
+    return outlier_term(w, mean_abs, block)
 
 
 def _column_outlier(t: SiteTotals | None, w: torch.Tensor, power_sums: PowerSums) -> torch.Tensor:
@@ -333,8 +334,8 @@ def _column_outlier(t: SiteTotals | None, w: torch.Tensor, power_sums: PowerSums
     leaves its kurtosis unchanged, so the term is the weight's own column kurtosis, and 0 where the
     input was never active (the column of O is all zeros). (C,)."""
     if t is None or t.tokens == 0:
-        return torch.zeros(w.shape[1])
-    active = t.act.cpu() > 0  # (C,)
+        return torch.zeros(w.shape[1], device=w.device)
+    active = t.act.to(w.device) > 0  # (C,)
     return torch.where(active, column_kurtosis_sqrt([w], power_sums=power_sums), 0.0)
 
 
