@@ -60,6 +60,11 @@ def _of_ideal(align: int) -> list[float]:
 
 
 RB = "overhead-roberta-base-cpu"
+RB_GPU = "overhead-roberta-base-gpu"
+# the GPU suites' first run, before the salience cache (2026-12-04)
+LLAMA_BEFORE, RB_GPU_BEFORE, MEMORY_GPU_BEFORE = (
+    f"{suite}-before-cache" for suite in ("llama-gpu", RB_GPU, "memory-gpu")
+)
 
 
 def _overhead(name: str, field: str, suite: str = "overhead") -> float:
@@ -79,6 +84,17 @@ def _phase_drop(field: str) -> float:
     """How much `field` of the memory suite falls from the LoRA phase to the shrunk one."""
     phases = latest("memory")["phases"]
     return phases["lora"][field] - phases["after shrink (60% kept)"][field]
+
+
+def _llama(case: str, field: str, suite: str = "llama-gpu") -> float:
+    """A case's step time or peak memory over LoRA's in benchmarks/llama_gpu.py's result."""
+    train = latest(suite)["train"]
+    return train[case][field] / train["lora"][field]
+
+
+def _step_ms(suite: str, case: str) -> float:
+    """A case's step time in an overhead suite, in ms."""
+    return latest(suite)["rows"][case]["step_ms"]
 
 
 def _memory_ratio(field: str, suite: str = "memory") -> str:
@@ -536,6 +552,41 @@ FIGURES: dict[str, Callable[[], str]] = {
     "overhead_roberta.distill_time": lambda: f"{_overhead('apt-full', 'step_ms', RB):.2f}x",
     "overhead_roberta.distill_memory": lambda: f"{_overhead('apt-full', 'peak_memory_mb', RB):.2f}x",
     "overhead_roberta.pruned_time": lambda: f"{_overhead('apt-full-40%', 'step_ms', RB):.2f}x",
+    "gpu.llama.hooks_time": lambda: f"{_llama('apt-hooks', 'step_ms'):.2f}x",
+    "gpu.llama.dense_time": lambda: f"{_llama('apt-dense', 'step_ms'):.2f}x",
+    "gpu.llama.dense_time_before": lambda: f"{_llama('apt-dense', 'step_ms', LLAMA_BEFORE):.2f}x",
+    "gpu.llama.dense_memory": lambda: f"{_llama('apt-dense', 'peak_mb'):.2f}x",
+    "gpu.llama.pruned_time": lambda: f"{_llama('apt-pruned', 'step_ms'):.2f}x",
+    "gpu.llama.pruned_memory": lambda: f"{_llama('apt-pruned', 'peak_mb'):.2f}x",
+    "gpu.llama.lora_ms": lambda: f"{latest('llama-gpu')['train']['lora']['step_ms']:.0f} ms",
+    "gpu.llama.lora_memory": lambda: f"{latest('llama-gpu')['train']['lora']['peak_mb'] / 1024:.1f} GiB",
+    "gpu.llama.prefill": lambda: f"{latest('llama-gpu')['prefill']['speedup']:.2f}x",
+    "gpu.llama.prefill_ideal": lambda: f"{latest('llama-gpu')['ideal_speedup']:.2f}x",
+    "gpu.roberta.hooks_time": lambda: f"{_overhead('apt-hooks', 'step_ms', RB_GPU):.2f}x",
+    "gpu.roberta.hooks_time_before": lambda: f"{_overhead('apt-hooks', 'step_ms', RB_GPU_BEFORE):.2f}x",
+    "gpu.roberta.distill_time": lambda: f"{_overhead('apt-full', 'step_ms', RB_GPU):.2f}x",
+    "gpu.roberta.distill_time_before": lambda: f"{_overhead('apt-full', 'step_ms', RB_GPU_BEFORE):.2f}x",
+    "gpu.roberta.lora_ms": lambda: f"{latest(RB_GPU)['rows']['lora']['step_ms']:.0f} ms",
+    "gpu.roberta.lora_ms_before": lambda: f"{latest(RB_GPU_BEFORE)['rows']['lora']['step_ms']:.0f} ms",
+    "gpu.roberta.hooks_ms": lambda: "-".join(
+        f"{_step_ms(s, 'apt-hooks'):.0f}" for s in (RB_GPU_BEFORE, RB_GPU)
+    ),
+    "gpu.roberta.distill_change": lambda: (
+        f"{_step_ms(RB_GPU, 'apt-full') / _step_ms(RB_GPU_BEFORE, 'apt-full') - 1:+.0%}"
+    ),
+    "gpu.roberta.pruned_memory": lambda: f"{_overhead('apt-full-40%', 'peak_memory_mb', RB_GPU):.2f}x",
+    "gpu.roberta.distill_memory": lambda: f"{_overhead('apt-full', 'peak_memory_mb', RB_GPU):.2f}x",
+    "gpu.memory.peak_ratio": lambda: _memory_ratio("peak_memory_mb", "memory-gpu"),
+    "gpu.memory.step_ratio": lambda: _memory_ratio("dense_step_ms", "memory-gpu"),
+    "gpu.memory.step_ratio_before": lambda: _memory_ratio("dense_step_ms", MEMORY_GPU_BEFORE),
+    "gpu.memory.dense_level": lambda: f"{_memory('apt', 'dense_level_mb', 'memory-gpu'):,.0f} MB",
+    "gpu.memory.final_level": lambda: f"{_memory('apt', 'final_level_mb', 'memory-gpu'):,.0f} MB",
+    "gpu.memory.level_change": lambda: _memory_change("dense_level_mb", "final_level_mb", "memory-gpu"),
+    "gpu.memory.tensor_change": lambda: _memory_change("dense_tensors_mb", "final_tensors_mb", "memory-gpu"),
+    "gpu.memory.frozen": lambda: f"{latest('memory-gpu')['phases']['lora']['frozen_mb']:.0f} MB",
+    "gpu.memory.frozen_pruned": lambda: (
+        f"{latest('memory-gpu')['phases']['after shrink (60% kept)']['frozen_mb']:.0f} MB"
+    ),
     "prune.kept": lambda: f"{latest('prune-minilm')['prunable_params']['kept']:.1%}",
     "prune.logit_diff": lambda: f"{latest('prune-minilm')['max_abs_logit_diff_masked_vs_reloaded']:.0e}",
     "prune.speedup": lambda: f"{latest('prune-minilm')['inference']['speedup']:.2f}x",

@@ -7,7 +7,7 @@
 #                                     (results/overhead-roberta-base-gpu-*)
 # Each runs under its own time limit (seconds: GPU_SUITE_LIMIT, default 180, or 240 for memory.py,
 # which trains twice) and writes its log to LOG_DIR (default benchmarks/results/logs); one failing
-# does not stop the others. About 6 minutes on an H200 (an estimate: not yet run on one).
+# does not stop the others. About 6 minutes on an H200 (345-360 s in two runs, 2026-12-04).
 #   bash benchmarks/gpu_suite.sh [LOG_DIR]
 set -u
 cd "$(dirname "$0")"
