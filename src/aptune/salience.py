@@ -193,7 +193,7 @@ def column_kurtosis_sqrt(
     """
     sums = torch.zeros(4, weights[0].shape[1], dtype=torch.float64, device=weights[0].device)  # x .. x^4
     for w in weights:
-        sums += power_sums(w)
+        sums += power_sums(w).to(sums.device)  # a no-op unless the weights span devices
     e1, e2, e3, e4 = sums / sum(w.shape[0] for w in weights)  # raw moments, each (C,)
     m2 = e2 - e1 * e1
     m4 = e4 - 4 * e1 * e3 + 6 * e1 * e1 * e2 - 3 * e1.pow(4)
@@ -213,7 +213,7 @@ def outlier_term(weight: torch.Tensor, mean_abs_in: torch.Tensor, block: int) ->
 
 
 def _product(t: SiteTotals | None, size: int, device: torch.device) -> torch.Tensor:
-    return torch.zeros(size, device=device) if t is None else t.act * t.grad
+    return torch.zeros(size, device=device) if t is None else (t.act * t.grad).to(device)
 
 
 def block_scores(
@@ -268,16 +268,17 @@ def add_outlier_terms(
     `power_sums` gives the column power sums behind the neurons' and hidden dimensions' terms (a
     `PowerSumCache` keeps those of frozen weights)."""
     heads = [
-        s + weight * _outlier(totals.get(("head", a)), w, head_width)
+        s + weight * _outlier(totals.get(("head", a)), w, head_width).to(s.device)
         for a, (s, w) in enumerate(zip(scores.heads, weights.heads, strict=True))
     ]
     neurons = [
-        s + weight * _column_outlier(totals.get(("neuron", f)), w, power_sums)
+        s + weight * _column_outlier(totals.get(("neuron", f)), w, power_sums).to(s.device)
         for f, (s, w) in enumerate(zip(scores.neurons, weights.neurons, strict=True))
     ]
     hidden = scores.hidden
     if weights.hidden:
-        hidden = hidden + weight * column_kurtosis_sqrt(weights.hidden, power_sums=power_sums)
+        term = column_kurtosis_sqrt(weights.hidden, power_sums=power_sums)  # (d,)
+        hidden = hidden + weight * term.to(hidden.device)
     return BlockScores(heads=heads, neurons=neurons, hidden=hidden)
 
 
@@ -318,8 +319,8 @@ class OutlierAwareSalience:
         scores = block_scores(batch.totals, inv.heads, inv.neurons, inv.hidden, width)
         if self.kurtosis_weight <= 0:
             return scores
-        weights = batch.weights()
-        return add_outlier_terms(scores, batch.totals, weights, width, self.kurtosis_weight, self.power_sums)
+        weights, weight = batch.weights(), self.kurtosis_weight
+        return add_outlier_terms(scores, batch.totals, weights, width, weight, self.power_sums)
 
 
 def _outlier(t: SiteTotals | None, w: torch.Tensor, block: int) -> torch.Tensor:
