@@ -46,6 +46,24 @@ def test_without_any_full_fine_tuning_row_nothing_is_reached(quality):
     assert (rows["apt"]["time_to_97"], rows["apt"]["step_to_97"]) == (None, None)
 
 
+def test_the_mean_curve_reaches_97_percent_where_the_seed_average_does(quality):
+    per_seed = {
+        42: {"full-ft": _row((9, 0.80, 100)), "apt": _row((10, 0.70, 100), (20, 0.80, 200), (30, 0.80, 300))},
+        43: {"full-ft": _row((9, 0.90, 100)), "apt": _row((14, 0.90, 100), (24, 0.80, 200), (34, 0.90, 300))},
+    }  # threshold 0.97 x 0.85 = 0.8245; apt's means 0.80, 0.80, 0.85
+    reached = quality.mean_curve_to_97(per_seed, "apt")
+    assert (reached["step"], reached["time"], reached["seeds"]) == (300, 32, 2)
+    assert reached["accuracy"] == pytest.approx(0.85) and reached["threshold"] == pytest.approx(0.8245)
+    # seed 43 alone reaches it at step 100, seed 42 never: the mean curve says when the average does
+    assert quality.with_time_to_97(per_seed)[43]["apt"]["step_to_97"] == 100
+    per_seed[43]["apt"]["curve"][2][1] = 0.84  # means 0.80, 0.80, 0.82: never
+    assert quality.mean_curve_to_97(per_seed, "apt") is None
+    per_seed[43]["apt"]["curve"][0][2] = 150  # seeds evaluated at different steps: no mean curve
+    per_seed[43]["apt"]["curve"][2][1] = 0.99
+    assert quality.mean_curve_to_97(per_seed, "apt") is None
+    assert quality.mean_curve_to_97({42: {"apt": _row((1, 0.9, 100))}}, "apt") is None  # no full-ft row
+
+
 def test_a_named_report_writes_under_its_name_with_every_seed(quality, monkeypatch, tmp_path):
     written = {}
 
@@ -63,6 +81,8 @@ def test_a_named_report_writes_under_its_name_with_every_seed(quality, monkeypat
     assert written["name"] == "quality-five-seeds"
     assert written["payload"]["seeds"] == [45, 46]
     assert "seeds 45, 46" in written["text"]
+    assert written["payload"]["methods"]["full-ft"]["mean_curve_97"]["step"] == 100
+    assert "mean curve reaches" not in written["text"]  # no method besides full fine-tuning to show
 
 
 def _pruning(quality, overrides: list[str]):
