@@ -310,6 +310,13 @@ def _mean_t97(agg: dict) -> str:
     return _seconds(agg["time_to_97"]) + tail
 
 
+def _mean_curve(method: str, name: str) -> str:
+    """Where `method`'s seed-averaged validation curve in the result `name` reaches 97% of full
+    fine-tuning, e.g. "step 900, 541 s" (quality.py's mean_curve_97), or "never"."""
+    m = latest(name)["methods"][method]["mean_curve_97"]
+    return "never" if m is None else f"step {m['step']}, {_seconds(m['time'])}"
+
+
 def _five_of_ft(method: str) -> str:
     """`method`'s mean test accuracy over the five seeds as a share of full fine-tuning's, e.g. "98.6%"."""
     methods = latest(FIVE)["methods"]
@@ -451,6 +458,10 @@ FIGURES: dict[str, Callable[[], str]] = {
     "quality5.rerun.apt_times": partial(_five_times, EARLY_HEADS4, RERUN),
     "quality5.rerun.lora_t97": lambda: _mean_t97(latest(RERUN)["methods"]["lora"]),
     "quality5.rerun.apt_t97": lambda: _mean_t97(latest(RERUN)["methods"][EARLY_HEADS4]),
+    "quality5.rerun.mean_curve.lora": partial(_mean_curve, "lora", RERUN),
+    "quality5.rerun.mean_curve.apt": partial(_mean_curve, EARLY_HEADS4, RERUN),
+    "quality5.mean_curve.lora": partial(_mean_curve, "lora", FIVE),
+    "quality5.mean_curve.builtin": partial(_mean_curve, "apt-0.6-no-distill", FIVE),
     "quality5.rerun.first_time": partial(_no_later_than_lora, EARLY_HEADS4, "time_to_97", RERUN),
     **_steps(42),
     **_steps(43),
