@@ -577,8 +577,8 @@ FIGURES: dict[str, Callable[[], str]] = {
     "gpu.roberta.hooks_time_before": lambda: f"{_overhead('apt-hooks', 'step_ms', RB_GPU_BEFORE):.2f}x",
     "gpu.roberta.distill_time": lambda: f"{_overhead('apt-full', 'step_ms', RB_GPU):.2f}x",
     "gpu.roberta.distill_time_before": lambda: f"{_overhead('apt-full', 'step_ms', RB_GPU_BEFORE):.2f}x",
-    "gpu.roberta.lora_ms": lambda: f"{latest(RB_GPU)['rows']['lora']['step_ms']:.0f} ms",
-    "gpu.roberta.lora_ms_before": lambda: f"{latest(RB_GPU_BEFORE)['rows']['lora']['step_ms']:.0f} ms",
+    "gpu.roberta.lora_ms": lambda: f"{_step_ms(RB_GPU, 'lora'):.0f} ms",
+    "gpu.roberta.lora_ms_before": lambda: f"{_step_ms(RB_GPU_BEFORE, 'lora'):.0f} ms",
     "gpu.roberta.hooks_ms": lambda: "-".join(
         f"{_step_ms(s, 'apt-hooks'):.0f}" for s in (RB_GPU_BEFORE, RB_GPU)
     ),

@@ -424,11 +424,11 @@ def mean_curve_to_97(per_seed: dict[int, dict[str, dict]], method: str) -> dict 
     final validation-curve accuracy averaged over its seeds: the step, the mean wall time of that
     evaluation, the mean accuracy there, the threshold and the seed count. None without a full-ft row,
     when the seeds' curves were not evaluated at the same steps, or when the mean never reaches it."""
-    finals = [rows["full-ft"]["curve"][-1][1] for rows in per_seed.values() if "full-ft" in rows]
+    thresholds = _thresholds(per_seed)  # a seed without full-ft has the mean: the mean is unchanged
     curves = [rows[method]["curve"] for rows in per_seed.values() if method in rows]
-    if not finals or not curves:
+    if not thresholds or not curves:
         return None
-    threshold = 0.97 * statistics.mean(finals)
+    threshold = statistics.mean(thresholds.values())
     for points in zip(*curves, strict=False):  # the i-th evaluation of every seed
         steps = {p[2] if len(p) > 2 else None for p in points}
         if len(steps) != 1 or None in steps:
